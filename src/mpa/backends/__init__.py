@@ -1,0 +1,24 @@
+"""Generation backends behind one protocol, looked up in a plain registry with lazy imports."""
+
+from __future__ import annotations
+
+import importlib
+
+from mpa.backends.base import Backend, GenRequest, GenResult
+from mpa.config import ModelConfig
+
+REGISTRY: dict[str, str] = {
+    "hf": "mpa.backends.hf:HFBackend",
+}
+
+
+def load_backend(cfg: ModelConfig) -> Backend:
+    """Instantiate the backend named by `cfg.backend` (heavy imports happen only here)."""
+    if cfg.backend not in REGISTRY:
+        raise ValueError(f"unknown backend '{cfg.backend}'; choose one of {sorted(REGISTRY)}")
+    module_name, cls_name = REGISTRY[cfg.backend].split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(cfg)
+
+
+__all__ = ["REGISTRY", "Backend", "GenRequest", "GenResult", "load_backend"]

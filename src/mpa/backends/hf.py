@@ -1,0 +1,203 @@
+"""Hugging Face backend: batched `generate` on any `AutoModelForImageTextToText` checkpoint.
+
+Left padding makes batched output equal one-by-one output; rows are sorted by prompt length so batches hold
+similar lengths; CUDA + bf16 is chosen when present, CPU fp32 otherwise. Sampling is seeded per request
+(`sampling.py`), so outputs do not depend on batch size or on where a run resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig, LogitsProcessorList
+
+from mpa.backends.base import GenRequest, GenResult, sample_seed
+from mpa.backends.sampling import SeededGumbelSampler
+from mpa.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def fit_pixel_budget(image: Image.Image, max_pixels: int | None) -> Image.Image:
+    """Downscale (aspect kept) so the image has at most `max_pixels` pixels."""
+    if max_pixels is None or image.width * image.height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (image.width * image.height))
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def load_processor(cfg: ModelConfig, model_path: str | None = None):  # -> transformers.ProcessorMixin
+    """The model's processor with left padding and, where the image processor supports it, the pixel budget."""
+    kwargs: dict[str, object] = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    processor = AutoProcessor.from_pretrained(model_path or cfg.model, **kwargs)
+    budget = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v is not None}
+    if budget and hasattr(getattr(processor, "image_processor", None), "max_pixels"):
+        processor = AutoProcessor.from_pretrained(model_path or cfg.model, **kwargs, **budget)
+    processor.tokenizer.padding_side = "left"
+    if processor.tokenizer.pad_token is None:
+        processor.tokenizer.pad_token = processor.tokenizer.eos_token
+    return processor
+
+
+@dataclass
+class _Row:
+    index: int  # request index
+    sample: int
+    prompt_len: int
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+class HFBackend:
+    """A local HF model; one instance holds one model on one device."""
+
+    name = "hf"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        self.processor = load_processor(cfg)
+        extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+        model = AutoModelForImageTextToText.from_pretrained(
+            cfg.model, revision=cfg.revision, dtype=self.dtype, trust_remote_code=cfg.trust_remote_code, **extra
+        )
+        if cfg.adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, cfg.adapter)
+        self.model = model.to(self.device).eval()
+        self.batch_size = cfg.batch_size
+
+    def close(self) -> None:
+        del self.model
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _conversation(self, request: GenRequest) -> list[dict[str, object]]:
+        content: list[dict[str, str]] = [{"type": "image"}] if request.image is not None else []
+        content.append({"type": "text", "text": request.prompt})
+        return [{"role": "user", "content": content}]
+
+    def _prompt_len(self, request: GenRequest) -> int:
+        return len(self.processor.tokenizer(request.prompt, add_special_tokens=False)["input_ids"])
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        results = [GenResult(key=r.key) for r in requests]
+        rows = [
+            _Row(i, s, self._prompt_len(r))
+            for i, r in enumerate(requests)
+            for s in range(r.n if r.temperature > 0 else 1)
+        ]
+        # Group identical decoding settings, then sort by length so batches pad little.
+        rows.sort(key=lambda w: (self._settings(requests[w.index]), w.prompt_len, w.index, w.sample))
+        texts: dict[tuple[int, int], str] = {}
+        start = 0
+        while start < len(rows):
+            settings = self._settings(requests[rows[start].index])
+            end = start
+            while (
+                end < len(rows)
+                and end - start < self.batch_size
+                and self._settings(requests[rows[end].index]) == settings
+            ):
+                end += 1
+            self._run_rows(requests, rows[start:end], texts, results)
+            start = end
+        for i, request in enumerate(requests):
+            if results[i].error is None:
+                n = request.n if request.temperature > 0 else 1
+                results[i].texts = [texts[(i, s)] for s in range(n)]
+        return results
+
+    @staticmethod
+    def _settings(r: GenRequest) -> tuple[float, float, int, bool]:
+        return (r.temperature, r.top_p, r.max_new_tokens, r.image is not None)
+
+    def _run_rows(
+        self, requests: list[GenRequest], rows: list[_Row], texts: dict[tuple[int, int], str], results: list[GenResult]
+    ) -> None:
+        """Generate for `rows`; on OOM halve the batch; a row that still fails gets an error, others go on."""
+        try:
+            outputs = self._generate_batch(requests, rows)
+        except Exception as err:
+            if len(rows) > 1:
+                if _is_oom(err) and self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                mid = len(rows) // 2
+                log.warning("batch of %d failed (%s); retrying in halves", len(rows), type(err).__name__)
+                self._run_rows(requests, rows[:mid], texts, results)
+                self._run_rows(requests, rows[mid:], texts, results)
+                return
+            results[rows[0].index].error = f"{type(err).__name__}: {err}"[:500]
+            return
+        for row, (text, n_prompt, n_new) in zip(rows, outputs, strict=True):
+            texts[(row.index, row.sample)] = text
+            res = results[row.index]
+            if row.sample == 0:
+                res.prompt_tokens += n_prompt
+            res.completion_tokens += n_new
+
+    @torch.inference_mode()
+    def _generate_batch(self, requests: list[GenRequest], rows: list[_Row]) -> list[tuple[str, int, int]]:
+        batch = [requests[row.index] for row in rows]
+        convs = [self._conversation(r) for r in batch]
+        processor_kwargs: dict[str, object] = {"padding": True}
+        if batch[0].image is not None:
+            processor_kwargs["images"] = [[fit_pixel_budget(r.image, self.cfg.max_pixels)] for r in batch]  # type: ignore[arg-type]
+        inputs = self.processor.apply_chat_template(
+            convs,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs=processor_kwargs,
+        ).to(self.device)
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        first = batch[0]
+        gen_cfg = GenerationConfig.from_dict(self.model.generation_config.to_dict())
+        gen_cfg.update(do_sample=False, max_new_tokens=first.max_new_tokens, temperature=None, top_p=None, top_k=None)
+        gen_cfg.num_beams = 1
+        processors = LogitsProcessorList()
+        if first.temperature > 0:
+            seeds = [sample_seed(r.seed, r.key, row.sample) for r, row in zip(batch, rows, strict=True)]
+            processors.append(SeededGumbelSampler(seeds, first.temperature, first.top_p))
+        out = self.model.generate(**inputs, generation_config=gen_cfg, logits_processor=processors)
+        prompt_len = inputs["input_ids"].shape[1]
+        new_tokens = out[:, prompt_len:]
+        decoded = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        pad_id = self.processor.tokenizer.pad_token_id
+        eos = gen_cfg.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        counts = []
+        for row_tokens in new_tokens.tolist():
+            n = 0
+            for tok in row_tokens:
+                n += 1
+                if tok in eos_ids or tok == pad_id:
+                    break
+            counts.append(n)
+        prompt_counts = inputs["attention_mask"].sum(dim=1).tolist()
+        return [(t.strip(), int(p), c) for t, p, c in zip(decoded, prompt_counts, counts, strict=True)]

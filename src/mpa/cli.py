@@ -1,0 +1,212 @@
+"""The `mpa` command: each subcommand maps to a plain function; the only place that sets up logging.
+
+mpa run CONFIG.yaml                               whole pipeline from a YAML config
+mpa run --teacher T --student S --images DIR --task chartqa --run-dir runs/x
+mpa annotate | identify | level [CONFIG] --run-dir DIR ...   one stage
+mpa validate CONFIG                               resolved config + stage plan, nothing run
+mpa export --run-dir DIR --format llava           the selected set for other fine-tuning tools
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mpa import __version__
+from mpa.config import ConfigError, MPAConfig, build_config, dump_config, read_yaml, set_dotted
+from mpa.rundir import StageConflictError
+
+log = logging.getLogger("mpa")
+STAGES = ("annotate", "identify", "level")
+
+# CLI flag -> dotted config key (flags override the YAML).
+FLAG_KEYS = {
+    "run_dir": "run_dir",
+    "seed": "seed",
+    "images": "images.path",
+    "teacher": "teacher.model",
+    "student": "student.model",
+    "teacher_adapter": "teacher.adapter",
+    "student_adapter": "student.adapter",
+    "task": "annotate.task",
+    "prompt_file": "annotate.prompt_file",
+    "matcher": "identify.matcher",
+    "strategy": "identify.strategy",
+    "method": "level.method",
+    "device": None,  # applies to both models
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", type=Path, help="YAML config (default: RUN_DIR/config.yaml if it exists)")
+    p.add_argument("--run-dir", help="run directory (all artifacts go here)")
+    p.add_argument("--images", help="folder, .txt/.jsonl list, or saved HF dataset of unlabeled images")
+    p.add_argument("--teacher", help="teacher model: hub id or local folder")
+    p.add_argument("--student", help="student model: hub id or local folder")
+    p.add_argument("--teacher-adapter", help="PEFT adapter for the teacher")
+    p.add_argument("--student-adapter", help="PEFT adapter for the student")
+    p.add_argument("--task", help="annotation preset: textvqa, stvqa, chartqa, okvqa, generic, *-paper")
+    p.add_argument("--prompt-file", help="your own annotation prompt ({k} = number of QA pairs)")
+    p.add_argument("--matcher", choices=["compat", "exact", "anls", "relaxed"], help="answer matcher for PI")
+    p.add_argument("--strategy", choices=["parity", "all", "random", "teacher_consistent", "student_fails"])
+    p.add_argument("--method", choices=["lora", "full"], help="fine-tuning method for PL")
+    p.add_argument("--device", help="device for both models: auto, cpu, cuda, cuda:1")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set level.epochs=2 (repeatable)")  # fmt: skip
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="redo stages whose settings changed (and the ones after)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mpa",
+        description="Model Parity Aligner: improve a small VLM (student) with a large one (teacher) and unlabeled "
+        "images — annotate (PA) → identify (PI) → level (PL).",
+    )
+    parser.add_argument("--version", action="version", version=f"mpa {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="run the whole pipeline (resumes; skips finished stages)")
+    _add_config_flags(p)
+    _add_run_flags(p)
+    p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset, default: all")
+    helps = {
+        "annotate": "PA: the teacher writes QA pairs for every image",
+        "identify": "PI: find pseudo-QAs the teacher gets right and the student gets wrong",
+        "level": "PL: fine-tune the student on the selected set",
+    }
+    for stage in STAGES:
+        p = sub.add_parser(stage, help=helps[stage])
+        _add_config_flags(p)
+        _add_run_flags(p)
+    p = sub.add_parser("validate", help="print the resolved config and the stage plan; run nothing")
+    _add_config_flags(p)
+    p = sub.add_parser("export", help="export the selected set as LLaVA-JSON or ShareGPT")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--format", choices=["llava", "sharegpt"], default="llava")
+    p.add_argument("--out", type=Path, help="output file (default: RUN_DIR/identify/export/parity_FORMAT.json)")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> MPAConfig:
+    """YAML (or RUN_DIR/config.yaml), then flags, then --set overrides."""
+    tree: dict[str, Any] = {}
+    source = "command line"
+    if args.config is not None:
+        tree, source = read_yaml(args.config), str(args.config)
+    elif args.run_dir and (Path(args.run_dir) / "config.yaml").exists():
+        path = Path(args.run_dir) / "config.yaml"
+        tree, source = read_yaml(path), str(path)
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag == "device":
+            set_dotted(tree, "teacher.device", value)
+            set_dotted(tree, "student.device", value)
+        else:
+            set_dotted(tree, key, value)  # type: ignore[arg-type]
+    if "run_dir" not in tree:
+        raise ConfigError(f"{source}: no run directory; pass --run-dir DIR or set run_dir in the YAML")
+    return build_config(tree, args.overrides, source=source)
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    if getattr(args, "verbose", False):
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from mpa.pipeline import check_inputs, plan
+    from mpa.rundir import RunDir
+
+    cfg = resolve_config(args)
+    check_inputs(cfg)
+    print(dump_config(cfg), end="")
+    print("# stage plan")
+    for row in plan(cfg, RunDir(cfg.run_dir)):
+        print(f"#   {row['stage']:9s} {row['action']:7s} {row['detail']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, stages: list[str]) -> int:
+    from mpa.pipeline import run_pipeline
+
+    cfg = resolve_config(args)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    manifests = run_pipeline(cfg, stages, force=args.force)
+    _print_summary(manifests)
+    return 0
+
+
+def _print_summary(manifests: dict[str, dict[str, Any]]) -> None:
+    if "identify" in manifests:
+        c = manifests["identify"]["counts"]
+        print(
+            f"parity funnel: images {c['images']} → generations {c['annotated']} → QA pairs {c['parseable']} → "
+            f"teacher-consistent {c['teacher_consistent']} → student fails {c['student_fails']} → "
+            f"selected {c['selected']}"
+        )
+    if "level" in manifests:
+        m = manifests["level"]
+        print(f"leveled student: {m['output']}  (label-free val accuracy {_pct(m.get('val_accuracy_before'))} → "
+              f"{_pct(m.get('val_accuracy_after'))})")  # fmt: skip
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mpa.export import write_exports
+    from mpa.records import CandidateRecord
+    from mpa.rundir import RunDir, iter_jsonl
+
+    rd = RunDir(args.run_dir)
+    rd.require("identify")
+    samples = [CandidateRecord.model_validate(r) for r in iter_jsonl(rd.stage_dir("identify") / "parity.jsonl")]
+    paths = write_exports(samples, rd.stage_dir("identify") / "export", [args.format])
+    path = Path(paths[args.format])
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+        path = args.out
+    print(f"{len(samples)} samples → {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if args.command == "validate":
+            return cmd_validate(args)
+        if args.command == "export":
+            return cmd_export(args)
+        stages = args.stages.split(",") if args.command == "run" else [args.command]
+        return cmd_run(args, stages)
+    except (ConfigError, StageConflictError) as err:
+        print(f"mpa: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mpa: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The typed configuration tree of an `mpa` run: one pydantic model per concern, documented once.
+
+A config comes from YAML (`load_config`), from CLI flags, and from dotted overrides (`level.epochs=2`).
+Unknown keys and wrong types are errors that name the key; the resolved config is saved in the run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config problem the user must fix; the message names the key or file and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """A vision-language model: a hub id or local folder loadable with `AutoModelForImageTextToText`."""
+
+    model: str = Field(description="Hub id or local folder of the checkpoint.")
+    backend: Literal["hf"] = Field("hf", description="Generation backend.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    adapter: str | None = Field(None, description="Optional PEFT adapter folder applied on top of `model`.")
+    device: str = Field("auto", description="'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto' = bfloat16 on CUDA with bf16 support, float32 otherwise."
+    )
+    batch_size: int = Field(16, ge=1, description="Sequences per generate call (does not change outputs).")
+    min_pixels: int | None = Field(None, ge=1, description="Pixel budget floor, for processors that support it.")
+    max_pixels: int | None = Field(None, ge=1, description="Pixel budget ceiling (the paper: 512*28*28 for Qwen2-VL).")
+    trust_remote_code: bool = False
+    attn_implementation: str | None = Field(None, description="e.g. 'sdpa', 'flash_attention_2'.")
+
+
+class ImagesConfig(_Strict):
+    """Where the unlabeled images come from."""
+
+    path: str = Field(
+        description="A folder (searched recursively), a .txt/.jsonl list of paths, or a local HF dataset."
+    )
+    kind: Literal["auto", "folder", "list", "hf_dataset"] = "auto"
+    image_column: str = Field("image", description="Image column of a HF dataset, or path key of a JSONL list.")
+    split: str | None = Field(None, description="Split of a HF DatasetDict (default: 'train' or the only split).")
+    limit: int | None = Field(None, ge=1, description="Use only the first N images (in a stable order).")
+
+
+class AnnotateConfig(_Strict):
+    """Pseudo Annotator (PA): the teacher writes question/answer pairs for each image."""
+
+    task: str = Field("generic", description="Prompt preset: textvqa, stvqa, chartqa, okvqa, generic, or *-paper.")
+    prompt_file: str | None = Field(None, description="A text file with your own annotation prompt ({k} = pairs).")
+    pairs_per_image: int = Field(3, ge=1, description="k: QA pairs asked for per generation (JSON presets).")
+    samples_per_image: int = Field(1, ge=1, description="n: teacher generations per image.")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy; > 0 samples (seeded, batch-invariant).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, ge=1)
+    max_answer_words: int = Field(8, ge=1, description="Longer pseudo-answers are rejected as 'answer_too_long'.")
+
+
+class IdentifyConfig(_Strict):
+    """Parity Identifier (PI): keep samples the teacher gets right and the student gets wrong."""
+
+    matcher: Literal["compat", "exact", "anls", "relaxed"] = Field(
+        "exact", description="compat = the paper's substring rule; exact = VQA-normalised equality."
+    )
+    anls_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    relaxed_tolerance: float = Field(0.05, ge=0.0)
+    strategy: Literal["parity", "all", "random", "teacher_consistent", "student_fails"] = "parity"
+    self_consistency: int = Field(1, ge=1, description="k sampled teacher answers (1 = greedy only).")
+    self_consistency_min_share: float = Field(0.5, gt=0.0, le=1.0, description="Share of samples that must agree.")
+    self_consistency_temperature: float = Field(0.7, gt=0.0)
+    max_new_tokens: int = Field(16, ge=1)
+
+
+class LevelConfig(_Strict):
+    """Parity Leveler (PL): fine-tune the student on the selected set, with guards against forgetting."""
+
+    method: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lora_target_modules: str | list[str] = Field(
+        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        description="PEFT target_modules: a regex or a list of module names.",
+    )
+    freeze_vision: bool = Field(True, description="Keep the vision tower frozen in full fine-tuning.")
+    epochs: float = Field(3.0, gt=0.0)
+    max_steps: int = Field(-1, description="If > 0, overrides epochs.")
+    learning_rate: float = Field(2e-4, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    lr_scheduler: str = "cosine"
+    balance: Literal["none", "answer_type", "answer"] = Field(
+        "none", description="Resample the gap set so answer types (or answers) are equally represented."
+    )
+    max_per_answer: int | None = Field(None, ge=1, description="Cap on samples sharing one pseudo-answer.")
+    retention_ratio: float = Field(
+        0.0, ge=0.0, description="Retention samples (teacher and student already right) per gap sample."
+    )
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Label-free validation share of teacher-consistent QAs."
+    )
+    early_stopping_patience: int | None = Field(3, ge=1, description="Evaluations without improvement; None = off.")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (default: about 10 per run).")
+    merge: bool = Field(False, description="Also save a merged full model (LoRA) loadable by from_pretrained.")
+    bf16: Literal["auto", "true", "false"] = "auto"
+    gradient_checkpointing: bool = False
+
+
+class ExportConfig(_Strict):
+    """Formats the parity set is exported to, for other fine-tuning frameworks."""
+
+    formats: list[Literal["llava", "sharegpt"]] = Field(default_factory=lambda: ["llava", "sharegpt"])
+
+
+class MPAConfig(_Strict):
+    """A whole run: inputs, models, and one section per stage."""
+
+    run_dir: str
+    seed: int = 0
+    images: ImagesConfig
+    teacher: ModelConfig
+    student: ModelConfig
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
+    identify: IdentifyConfig = Field(default_factory=IdentifyConfig)
+    level: LevelConfig = Field(default_factory=LevelConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    problems = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}' (remove it or check its spelling)")
+        elif e["type"] == "missing":
+            problems.append(f"missing required key '{key}'")
+        else:
+            problems.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
+    return f"{source}: " + "; ".join(problems)
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c = value` in a nested dict, creating sections as needed."""
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse `key.path=value`; the value is read as YAML so numbers, booleans and lists work."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def build_config(tree: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> MPAConfig:
+    """Validate a nested dict (plus `key=value` overrides) into an `MPAConfig`."""
+    tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy of plain data
+    for item in overrides or []:
+        set_dotted(tree, *parse_override(item))
+    try:
+        return MPAConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with errors that name the file."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (run_dir, images, teacher, ...)")
+    return data
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> MPAConfig:
+    """Load and validate a YAML config file."""
+    return build_config(read_yaml(path), overrides, source=str(path))
+
+
+def dump_config(cfg: MPAConfig) -> str:
+    """The resolved config as YAML (every default written out)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

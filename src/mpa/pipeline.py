@@ -1,0 +1,113 @@
+"""Run the stages in order over one run directory, and plan a run without running it.
+
+Each stage is a plain `run(cfg, rundir, force=...)` function; this module only sequences them, saves the resolved
+config and times them. Python users can call `run_pipeline` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from mpa.config import ConfigError, MPAConfig, dump_config
+from mpa.rundir import RunDir, atomic_write_json, atomic_write_text, changed_keys, fingerprint, read_json
+from mpa.stages import annotate, identify, level
+
+log = logging.getLogger(__name__)
+STAGE_RUNNERS = {"annotate": annotate.run, "identify": identify.run, "level": level.run}
+
+
+def stage_fingerprints(cfg: MPAConfig) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The fingerprint and settings each stage would run with (computed from the config alone)."""
+    a = annotate.stage_settings(cfg)
+    a_fp = fingerprint(a)
+    i = identify.stage_settings(cfg, a_fp)
+    i_fp = fingerprint(i)
+    lv = level.stage_settings(cfg, i_fp)
+    return {"annotate": (a_fp, a), "identify": (i_fp, i), "level": (fingerprint(lv), lv)}
+
+
+def plan(cfg: MPAConfig, rd: RunDir) -> list[dict[str, Any]]:
+    """What `mpa run` would do for each stage: run, resume, skip, or refuse (with the changed keys)."""
+    out = []
+    for stage, (fp, settings) in stage_fingerprints(cfg).items():
+        sdir = rd.stage_dir(stage)
+        previous = rd.manifest(stage)
+        state = "complete"
+        if previous is None and (sdir / "started.json").exists():
+            previous, state = read_json(sdir / "started.json"), "started"
+        if previous is None:
+            action, detail = "run", ""
+        elif previous.get("fingerprint") == fp:
+            action, detail = ("skip", "complete, same settings") if state == "complete" else ("resume", "interrupted")
+        else:
+            keys = changed_keys(previous.get("settings", {}), settings)
+            action, detail = "refuse", "changed: " + (", ".join(keys) or "upstream results") + " (use --force)"
+        out.append({"stage": stage, "action": action, "detail": detail, "fingerprint": fp})
+    return out
+
+
+def _looks_local(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~")) or Path(ref).exists()
+
+
+def check_inputs(cfg: MPAConfig) -> None:
+    """Fail fast, before anything is written, on inputs that cannot work (names the key and the fix)."""
+    if not Path(cfg.images.path).exists():
+        raise ConfigError(f"images.path: {cfg.images.path} does not exist (a folder, .txt/.jsonl list or saved dataset)")
+    for role in ("teacher", "student"):
+        model = getattr(cfg, role)
+        if _looks_local(model.model) and not (Path(model.model).expanduser() / "config.json").exists():
+            raise ConfigError(
+                f"{role}.model: {model.model} is not a model folder (no config.json); give a local checkpoint "
+                "folder or a hub id"
+            )
+        if model.adapter and not (Path(model.adapter).expanduser() / "adapter_config.json").exists():
+            raise ConfigError(f"{role}.adapter: {model.adapter} has no adapter_config.json (a PEFT adapter folder)")
+    if cfg.annotate.prompt_file and not Path(cfg.annotate.prompt_file).is_file():
+        raise ConfigError(f"annotate.prompt_file: {cfg.annotate.prompt_file} not found")
+    if cfg.annotate.samples_per_image > 1 and cfg.annotate.temperature == 0:
+        raise ConfigError(
+            "annotate.samples_per_image > 1 needs annotate.temperature > 0 (greedy decoding gives one answer)"
+        )
+
+
+def save_config(cfg: MPAConfig, rd: RunDir) -> Path:
+    path = rd.root / "config.yaml"
+    atomic_write_text(path, dump_config(cfg))
+    return path
+
+
+def run_pipeline(cfg: MPAConfig, stages: list[str] | None = None, *, force: bool = False) -> dict[str, dict[str, Any]]:
+    """Run `stages` (default: all) in order; returns each stage's manifest. Timings go to RUN_DIR/timings.json."""
+    check_inputs(cfg)
+    rd = RunDir(cfg.run_dir)
+    rd.check_version()
+    save_config(cfg, rd)
+    manifests: dict[str, dict[str, Any]] = {}
+    timings_path = rd.root / "timings.json"
+    timings = read_json(timings_path) if timings_path.exists() else {}
+    for stage in stages or list(STAGE_RUNNERS):
+        log.info("%s: starting", stage)
+        t0 = time.perf_counter()
+        manifests[stage] = STAGE_RUNNERS[stage](cfg, rd, force=force)
+        elapsed = time.perf_counter() - t0
+        if manifests[stage].get("finished_at", 0) >= time.time() - elapsed - 1:
+            timings[stage] = round(elapsed, 2)  # only record stages that actually ran now
+        atomic_write_json(timings_path, timings)
+        log.info("%s: done in %.1f s — %s", stage, elapsed, _headline(stage, manifests[stage]))
+    return manifests
+
+
+def _headline(stage: str, manifest: dict[str, Any]) -> str:
+    counts = manifest.get("counts", {})
+    if stage == "annotate":
+        return f"{counts.get('images_ok')} images, {counts.get('qa_pairs')} QA pairs"
+    if stage == "identify":
+        return (
+            f"{counts.get('parseable')} QAs → {counts.get('teacher_consistent')} teacher-consistent → "
+            f"{counts.get('selected')} selected"
+        )
+    return f"trained on {counts.get('train')} samples → {manifest.get('output')}"

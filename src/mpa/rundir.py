@@ -1,0 +1,251 @@
+"""The run directory: stage folders, append-only JSONL records, atomic manifests, fingerprints and resume.
+
+Layout (each stage owns one folder; files are the interface between stages)::
+
+    RUN_DIR/config.yaml               resolved config of the latest invocation
+    RUN_DIR/<stage>/started.json      fingerprint + settings, written when the stage starts
+    RUN_DIR/<stage>/*.jsonl           append-only records with stable keys
+    RUN_DIR/<stage>/manifest.json     written atomically and last: the stage is complete
+
+A stage that is complete with the same fingerprint is skipped; a stage started or finished with other settings
+is refused (naming the changed keys) unless forced, in which case it and every later stage are cleared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mpa import __version__
+
+SCHEMA_VERSION = 1
+STAGES = ("annotate", "identify", "level")
+
+
+class StageConflictError(RuntimeError):
+    """A stage folder holds work made with other settings."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so readers see the old or the new content, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def repair_jsonl(path: Path) -> int:
+    """Truncate a torn last line (a crash mid-write); returns the number of bytes removed."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as handle:
+        handle.seek(max(0, size - 1))
+        if handle.read(1) == b"\n":
+            return 0
+        # Find the end of the last complete line.
+        chunk = 1 << 16
+        pos = size
+        cut = 0
+        while pos > 0:
+            start = max(0, pos - chunk)
+            handle.seek(start)
+            data = handle.read(pos - start)
+            idx = data.rfind(b"\n")
+            if idx >= 0:
+                cut = start + idx + 1
+                break
+            pos = start
+        handle.truncate(cut)
+        return size - cut
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Stream the complete records of a JSONL file (a torn last line is ignored)."""
+    if not path.exists():
+        return
+    with path.open("r", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.endswith("\n"):
+                return  # torn tail: not a record yet
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as err:
+                msg = f"{path}:{line_no}: corrupt record ({err}); delete the line or rerun with --force"
+                raise ValueError(msg) from None
+
+
+class JsonlWriter:
+    """Append records to a JSONL file; each `write_many` is flushed and fsynced as one write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_jsonl(path)
+        self._handle = path.open("a", encoding="utf-8")
+
+    def write_many(self, records: Iterable[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if text:
+            self._handle.write(text)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def done_keys(path: Path, key: str) -> set[str]:
+    """Keys already written to a JSONL file (after repairing a torn tail)."""
+    repair_jsonl(path)
+    return {str(r[key]) for r in iter_jsonl(path)}
+
+
+def fingerprint(settings: dict[str, Any]) -> str:
+    """A short stable hash of the settings that change a stage's outputs."""
+    blob = json.dumps(settings, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two settings trees."""
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+
+
+class RunDir:
+    """Paths and bookkeeping of one run directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def manifest_path(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "manifest.json"
+
+    def manifest(self, stage: str) -> dict[str, Any] | None:
+        path = self.manifest_path(stage)
+        return read_json(path) if path.exists() else None
+
+    def is_complete(self, stage: str, fp: str) -> bool:
+        manifest = self.manifest(stage)
+        return manifest is not None and manifest.get("fingerprint") == fp
+
+    def check_version(self) -> None:
+        """Refuse a run directory written by an incompatible schema."""
+        for stage in STAGES:
+            for name in ("manifest.json", "started.json"):
+                path = self.stage_dir(stage) / name
+                if path.exists():
+                    found = read_json(path).get("schema_version")
+                    if found != SCHEMA_VERSION:
+                        raise StageConflictError(
+                            f"{path} was written by another mpa version (schema {found}, this mpa writes "
+                            f"{SCHEMA_VERSION}); use a new --run-dir or rerun with --force"
+                        )
+
+    def begin(self, stage: str, fp: str, settings: dict[str, Any], force: bool = False) -> bool:
+        """Prepare a stage; returns False if it is already complete with these settings (skip it).
+
+        Raises `StageConflictError` when the folder holds work made with other settings and `force` is off.
+        With `force`, the stage and every later stage are cleared.
+        """
+        sdir = self.stage_dir(stage)
+        previous = self.manifest(stage)
+        started_path = sdir / "started.json"
+        if previous is None and started_path.exists():
+            previous = read_json(started_path)
+        if previous is not None and previous.get("fingerprint") != fp:
+            if not force:
+                keys = changed_keys(previous.get("settings", {}), settings) or ["(model or upstream files)"]
+                raise StageConflictError(
+                    f"stage '{stage}' in {sdir} was run with other settings; changed: {', '.join(keys)}. "
+                    "Use --force to redo it (and the stages after it), or choose another --run-dir."
+                )
+            self.clear_from(stage)
+        elif force:
+            self.clear_from(stage)
+        elif self.is_complete(stage, fp):
+            return False
+        sdir.mkdir(parents=True, exist_ok=True)
+        if not started_path.exists():
+            atomic_write_json(
+                started_path,
+                {"schema_version": SCHEMA_VERSION, "fingerprint": fp, "settings": settings, "started_at": time.time()},
+            )
+        return True
+
+    def finish(self, stage: str, fp: str, settings: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+        """Write the stage manifest, atomically and last."""
+        started = read_json(self.stage_dir(stage) / "started.json")
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "mpa_version": __version__,
+            "stage": stage,
+            "fingerprint": fp,
+            "settings": settings,
+            "started_at": started.get("started_at"),
+            "finished_at": time.time(),
+            **outputs,
+        }
+        atomic_write_json(self.manifest_path(stage), manifest)
+        return manifest
+
+    def clear_from(self, stage: str) -> None:
+        """Delete a stage's folder and those of the stages after it."""
+        for later in STAGES[STAGES.index(stage) :]:
+            shutil.rmtree(self.stage_dir(later), ignore_errors=True)
+
+    def require(self, stage: str) -> dict[str, Any]:
+        """The manifest of a finished upstream stage, or a clear error."""
+        manifest = self.manifest(stage)
+        if manifest is None:
+            raise StageConflictError(
+                f"stage '{stage}' has not finished in {self.root}; run `mpa {stage} --run-dir {self.root} ...` "
+                "or `mpa run` first"
+            )
+        return manifest

@@ -1,0 +1,243 @@
+"""Pseudo Annotator (PA): the teacher writes question/answer pairs for every unlabeled image.
+
+Inputs: the images named by `cfg.images`. Outputs in RUN_DIR/annotate/:
+  images.jsonl        every input image, ok / duplicate / skipped with a reason (key: source)
+  annotations.jsonl   every teacher generation with its raw text and parse status (key: image_id/sample)
+  qa.jsonl            accepted pseudo-QA pairs, derived from annotations.jsonl when the stage ends (key: qa_id)
+  images/             copies of images that came from a HF dataset (so later stages and exports have paths)
+  manifest.json       counts, written last
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from mpa.backends import Backend, GenRequest, load_backend
+from mpa.config import ConfigError, MPAConfig
+from mpa.images import ImageSource, LoadedImage, iter_images, list_sources, load_image
+from mpa.parsing import answer_type, parse_qa_pairs
+from mpa.prompts import AnnotatePrompt, get_annotate_prompt, load_prompt_file, render_annotate_prompt
+from mpa.records import AnnotationRecord, ImageRecord, QARecord
+from mpa.rundir import JsonlWriter, RunDir, atomic_write_text, fingerprint, iter_jsonl, repair_jsonl
+from mpa.stages.common import model_identity, progress
+
+log = logging.getLogger(__name__)
+STAGE = "annotate"
+CHUNK_IMAGES = 64  # images decoded and written per step; bounds memory and the work lost to a crash
+
+
+def resolve_prompt(cfg: MPAConfig) -> AnnotatePrompt:
+    try:
+        if cfg.annotate.prompt_file:
+            return load_prompt_file(Path(cfg.annotate.prompt_file))
+        return get_annotate_prompt(cfg.annotate.task)
+    except ValueError as err:
+        key = "annotate.prompt_file" if cfg.annotate.prompt_file else "annotate.task"
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def pairs_per_call(cfg: MPAConfig, prompt: AnnotatePrompt) -> int:
+    """k: a preset whose text fixes the number of pairs (the paper's: 1) wins over `annotate.pairs_per_image`."""
+    return prompt.pairs_per_call or cfg.annotate.pairs_per_image
+
+
+def stage_settings(cfg: MPAConfig) -> dict[str, Any]:
+    """Everything that changes this stage's outputs."""
+    return {
+        "images": cfg.images.model_dump(),
+        "teacher": model_identity(cfg.teacher),
+        "annotate": cfg.annotate.model_dump(),
+        "prompt_id": resolve_prompt(cfg).id,
+        "seed": cfg.seed,
+    }
+
+
+def _question_key(question: str) -> str:
+    return re.sub(r"[\W_]+", " ", question.lower()).strip()
+
+
+def _image_path(src: ImageSource, loaded: LoadedImage, sdir: Path) -> str:
+    if src.path is not None:
+        return str(src.path.resolve())
+    out = sdir / "images" / f"{loaded.image_id}.png"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp.png")
+        loaded.image.save(tmp)  # type: ignore[union-attr]
+        tmp.replace(out)
+    return str(out)
+
+
+def _annotation(cfg: MPAConfig, prompt: AnnotatePrompt, image_id: str, sample: int, raw: str, error: str | None):
+    parsed = parse_qa_pairs(raw, max_pairs=pairs_per_call(cfg, prompt), max_answer_words=cfg.annotate.max_answer_words)
+    return AnnotationRecord(
+        key=f"{image_id}/{sample}",
+        image_id=image_id,
+        sample=sample,
+        prompt_id=prompt.id,
+        raw=raw,
+        status="failed" if error else parsed.status,
+        fmt=parsed.fmt,
+        n_pairs=len(parsed.pairs),
+        rejected=[{"question": p.question, "answer": p.answer, "reason": why} for p, why in parsed.rejected],
+        error=error,
+    )
+
+
+def _annotate_chunk(
+    cfg: MPAConfig, backend: Backend, prompt: AnnotatePrompt, work: list[tuple[str, Any]], writer: JsonlWriter
+) -> None:
+    text = render_annotate_prompt(prompt, pairs_per_call(cfg, prompt))
+    a = cfg.annotate
+    requests = [
+        GenRequest(
+            key=image_id,
+            prompt=text,
+            image=image,
+            n=a.samples_per_image,
+            temperature=a.temperature,
+            top_p=a.top_p,
+            max_new_tokens=a.max_new_tokens,
+            seed=cfg.seed,
+        )
+        for image_id, image in work
+    ]
+    records = []
+    for req, res in zip(requests, backend.generate(requests), strict=True):
+        n = a.samples_per_image if a.temperature > 0 else 1
+        for s in range(n):
+            raw = res.texts[s] if res.error is None else ""
+            records.append(_annotation(cfg, prompt, req.key, s, raw, res.error).model_dump())
+    writer.write_many(records)
+
+
+def _build_qa(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> Counter[str]:
+    """Derive qa.jsonl from annotations.jsonl: parse again (pure), drop questions repeated across samples."""
+    order = {image_id: i for i, image_id in enumerate(images)}
+    anns = sorted(
+        iter_jsonl(sdir / "annotations.jsonl"), key=lambda r: (order.get(r["image_id"], 1 << 60), r["sample"])
+    )
+    counts: Counter[str] = Counter()
+    seen: set[tuple[str, str]] = set()
+    lines = []
+    for ann in anns:
+        parsed = parse_qa_pairs(ann["raw"], max_pairs=k, max_answer_words=cfg.annotate.max_answer_words)
+        for idx, pair in enumerate(parsed.pairs if ann["error"] is None else ()):
+            qkey = (ann["image_id"], _question_key(pair.question))
+            if qkey in seen:
+                counts["duplicate_across_samples"] += 1
+                continue
+            seen.add(qkey)
+            rec = QARecord(
+                qa_id=f"{ann['image_id']}/{ann['sample']}/{idx}",
+                image_id=ann["image_id"],
+                image_path=images[ann["image_id"]],
+                question=pair.question,
+                pseudo_answer=pair.answer,
+                answer_type=answer_type(pair.answer),  # type: ignore[arg-type]
+            )
+            lines.append(rec.model_dump_json() + "\n")
+            counts["qa_pairs"] += 1
+    atomic_write_text(sdir / "qa.jsonl", "".join(lines))
+    return counts
+
+
+def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | None = None) -> dict[str, Any]:
+    """Annotate every image (resuming a stopped run); returns the stage manifest."""
+    settings = stage_settings(cfg)
+    fp = fingerprint(settings)
+    if not rd.begin(STAGE, fp, settings, force=force):
+        log.info("annotate: already complete with these settings, skipped")
+        return rd.require(STAGE)
+    sdir = rd.stage_dir(STAGE)
+    prompt = resolve_prompt(cfg)
+    sources = list_sources(cfg.images)
+    img_file, ann_file = sdir / "images.jsonl", sdir / "annotations.jsonl"
+    repair_jsonl(img_file)
+    known = {r["source"]: r for r in iter_jsonl(img_file)}
+    done = {r["image_id"] for r in iter_jsonl(ann_file)} if ann_file.exists() else set()
+    images = {r["image_id"]: r["path"] for r in known.values() if r["status"] == "ok"}  # id -> path, in order
+    own_backend = backend is None
+    with JsonlWriter(img_file) as img_w, JsonlWriter(ann_file) as ann_w:
+        bar = progress(total=len(sources), desc="annotate", unit="img")
+        for start in range(0, len(sources), CHUNK_IMAGES):
+            chunk = sources[start : start + CHUNK_IMAGES]
+            new_records, work = [], []
+            for src, loaded in _load_chunk(cfg, chunk, known, done):
+                if src.source in known:
+                    rec = known[src.source]
+                    if rec["status"] == "ok" and rec["image_id"] not in done and loaded.image is not None:
+                        work.append((rec["image_id"], loaded.image))
+                    continue
+                rec = _image_record(src, loaded, images, sdir)
+                new_records.append(rec.model_dump())
+                if rec.status == "ok":
+                    images[rec.image_id] = rec.path
+                    work.append((rec.image_id, loaded.image))
+            img_w.write_many(new_records)
+            if work:
+                if backend is None:
+                    backend = load_backend(cfg.teacher)
+                _annotate_chunk(cfg, backend, prompt, work, ann_w)
+                done.update(image_id for image_id, _ in work)
+            bar.update(len(chunk))
+        bar.close()
+    if own_backend and backend is not None:
+        backend.close()
+    counts = _count(sdir, images, cfg, pairs_per_call(cfg, prompt))
+    return rd.finish(STAGE, fp, settings, {"prompt_id": prompt.id, "counts": counts})
+
+
+def _load_chunk(cfg: MPAConfig, chunk: Any, known: dict[str, dict[str, Any]], done: set[str]):
+    """Decode new sources; re-read recorded images (by their recorded path) only if their annotation is missing."""
+    fresh = [s for s in chunk if s.source not in known]
+    out = dict((s.source, (s, li)) for s, li in iter_images(cfg.images, fresh)) if fresh else {}
+    for src in chunk:
+        if src.source in out:
+            yield out[src.source]
+        else:
+            rec = known[src.source]
+            path = rec["path"] if rec["status"] == "ok" and rec["image_id"] not in done else None
+            yield src, load_image(ImageSource(src.source, Path(path))) if path else LoadedImage("", None, "n/a")
+
+
+def _image_record(src: ImageSource, loaded: LoadedImage, images: dict[str, str], sdir: Path) -> ImageRecord:
+    if loaded.image is None:
+        return ImageRecord(source=src.source, image_id=loaded.image_id, status="skipped", reason=loaded.error)
+    if loaded.image_id in images:
+        dup = f"same content as {images[loaded.image_id]}"
+        return ImageRecord(source=src.source, image_id=loaded.image_id, status="duplicate", reason=dup)
+    path = _image_path(src, loaded, sdir)
+    w, h = loaded.image.size
+    return ImageRecord(source=src.source, image_id=loaded.image_id, status="ok", path=path, width=w, height=h)
+
+
+def _count(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> dict[str, Any]:
+    img_status: Counter[str] = Counter()
+    skip_reasons: Counter[str] = Counter()
+    for rec in iter_jsonl(sdir / "images.jsonl"):
+        img_status[rec["status"]] += 1
+        if rec["status"] == "skipped":
+            skip_reasons[str(rec["reason"]).split(":")[0]] += 1
+    gen_status: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
+    for ann in iter_jsonl(sdir / "annotations.jsonl"):
+        gen_status[ann["status"]] += 1
+        rejected.update(r["reason"] for r in ann["rejected"])
+    qa_counts = _build_qa(sdir, images, cfg, k)
+    rejected.update({"duplicate_across_samples": qa_counts["duplicate_across_samples"]})
+    return {
+        "images": sum(img_status.values()),
+        "images_ok": img_status["ok"],
+        "images_duplicate": img_status["duplicate"],
+        "images_skipped": img_status["skipped"],
+        "skip_reasons": dict(skip_reasons),
+        "generations": sum(gen_status.values()),
+        "generation_status": dict(gen_status),
+        "pairs_rejected": {k: v for k, v in rejected.items() if v},
+        "qa_pairs": qa_counts["qa_pairs"],
+    }

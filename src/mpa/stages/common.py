@@ -1,0 +1,74 @@
+"""Helpers every stage uses: model identity for fingerprints, chunking, and progress bars."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from mpa.config import ModelConfig
+
+T = TypeVar("T")
+
+
+def _file_digest(path: Path, edge_bytes: int = 1 << 16) -> str:
+    """Name, size and the first/last bytes: cheap, and changes whenever weights are re-saved differently."""
+    h = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode())
+    with path.open("rb") as handle:
+        h.update(handle.read(edge_bytes))
+        if path.stat().st_size > edge_bytes:
+            handle.seek(-edge_bytes, 2)
+            h.update(handle.read(edge_bytes))
+    return h.hexdigest()[:16]
+
+
+def folder_identity(folder: Path) -> str:
+    """A fingerprint of a local checkpoint folder (config + weight files)."""
+    parts = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.suffix in {".json", ".safetensors", ".bin", ".model", ".jinja"}):
+            parts.append(_file_digest(path))
+    return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
+
+
+def model_identity(cfg: ModelConfig) -> dict[str, Any]:
+    """What about a model changes its outputs (not batch size or device)."""
+    ident: dict[str, Any] = {
+        "model": cfg.model,
+        "revision": cfg.revision,
+        "backend": cfg.backend,
+        "dtype": cfg.dtype,
+        "min_pixels": cfg.min_pixels,
+        "max_pixels": cfg.max_pixels,
+    }
+    if Path(cfg.model).is_dir():
+        ident["weights"] = folder_identity(Path(cfg.model))
+    if cfg.adapter:
+        ident["adapter"] = cfg.adapter
+        if Path(cfg.adapter).is_dir():
+            ident["adapter_weights"] = folder_identity(Path(cfg.adapter))
+    return ident
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str, unit: str) -> tqdm:
+    """A progress bar with rate and ETA; on a non-terminal it prints a plain line every 30 s."""
+    interactive = sys.stderr.isatty()
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        dynamic_ncols=True,
+        mininterval=0.5 if interactive else 30.0,
+        ascii=not interactive,
+        leave=True,
+    )

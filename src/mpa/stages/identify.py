@@ -1,0 +1,214 @@
+"""Parity Identifier (PI): teacher and student answer every pseudo-question; keep the student's knowledge gaps.
+
+A sample is in the parity set when the teacher agrees with its own pseudo-answer (filtering annotation noise) and
+the student does not. The two models answer in turn, so only one is in memory at a time. Outputs in
+RUN_DIR/identify/:
+  teacher_answers.jsonl, student_answers.jsonl   answers to every pseudo-question (key: qa_id)
+  candidates.jsonl   the decision on every pseudo-QA with its reason (written when the stage ends)
+  parity.jsonl       the selected samples (a subset of candidates.jsonl)
+  export/            the selected set as LLaVA-JSON and ShareGPT
+  manifest.json      funnel counts, written last
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from mpa.backends import Backend, GenRequest, load_backend
+from mpa.config import IdentifyConfig, ModelConfig, MPAConfig
+from mpa.export import write_exports
+from mpa.images import ImageSource, load_image
+from mpa.metrics import match_answers
+from mpa.parsing import parse_short_answer
+from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
+from mpa.records import AnswerRecord, CandidateRecord
+from mpa.rundir import JsonlWriter, RunDir, atomic_write_text, fingerprint, iter_jsonl, repair_jsonl
+from mpa.stages.common import model_identity, progress
+
+log = logging.getLogger(__name__)
+STAGE = "identify"
+CHUNK_QUESTIONS = 256
+
+
+def stage_settings(cfg: MPAConfig, upstream_fp: str) -> dict[str, Any]:
+    return {
+        "annotate": upstream_fp,
+        "teacher": model_identity(cfg.teacher),
+        "student": model_identity(cfg.student),
+        "identify": cfg.identify.model_dump(),
+        "answer_prompt": ANSWER_PROMPT_ID,
+        "seed": cfg.seed,
+    }
+
+
+def _requests(cfg: MPAConfig, qas: list[dict[str, Any]], images: dict[str, Any], sampled: bool) -> list[GenRequest]:
+    ident = cfg.identify
+    return [
+        GenRequest(
+            key=qa["qa_id"],
+            prompt=render_answer_prompt(qa["question"]),
+            image=images[qa["image_id"]],
+            n=ident.self_consistency if sampled else 1,
+            temperature=ident.self_consistency_temperature if sampled else 0.0,
+            max_new_tokens=ident.max_new_tokens,
+            seed=cfg.seed,
+        )
+        for qa in qas
+    ]
+
+
+def answer_all(
+    cfg: MPAConfig, model: ModelConfig, qas: list[dict[str, Any]], out: Path, *, role: str, backend: Backend | None
+) -> None:
+    """Answer every pseudo-question not yet in `out` (greedy; plus k samples for a self-consistent teacher)."""
+    repair_jsonl(out)
+    done = {r["qa_id"] for r in iter_jsonl(out)}
+    pending = [qa for qa in qas if qa["qa_id"] not in done]
+    if not pending:
+        return
+    own = backend is None
+    backend = backend or load_backend(model)
+    sampled = role == "teacher" and cfg.identify.self_consistency > 1
+    bar = progress(total=len(qas), desc=f"identify ({role})", unit="q")
+    bar.update(len(qas) - len(pending))
+    with JsonlWriter(out) as writer:
+        for start in range(0, len(pending), CHUNK_QUESTIONS):
+            chunk = pending[start : start + CHUNK_QUESTIONS]
+            images = _load_images(chunk)
+            greedy = backend.generate(_requests(cfg, chunk, images, sampled=False))
+            samples = backend.generate(_requests(cfg, chunk, images, sampled=True)) if sampled else None
+            records = []
+            for i, qa in enumerate(chunk):
+                raw = list(greedy[i].texts) + (list(samples[i].texts) if samples else [])
+                error = greedy[i].error or (samples[i].error if samples else None)
+                rec = AnswerRecord(
+                    qa_id=qa["qa_id"], raw=raw, answers=[parse_short_answer(t) for t in raw], error=error
+                )
+                records.append(rec.model_dump())
+            writer.write_many(records)
+            bar.update(len(chunk))
+    bar.close()
+    if own:
+        backend.close()
+
+
+def _load_images(qas: list[dict[str, Any]]) -> dict[str, Any]:
+    images = {}
+    for qa in qas:
+        if qa["image_id"] not in images:
+            loaded = load_image(ImageSource(qa["image_path"], Path(qa["image_path"])))
+            images[qa["image_id"]] = loaded.image
+    return images
+
+
+def decide(
+    qa: dict[str, Any], teacher: dict[str, Any], student: dict[str, Any], ident: IdentifyConfig
+) -> CandidateRecord:
+    """Apply the matcher and the strategy's test to one pseudo-QA (the `random` strategy is applied afterwards)."""
+
+    def match(answer: str) -> bool:
+        return match_answers(
+            answer, qa["pseudo_answer"], ident.matcher,
+            anls_threshold=ident.anls_threshold, relaxed_tolerance=ident.relaxed_tolerance,
+        )  # fmt: skip
+
+    failed = bool(teacher.get("error") or student.get("error"))
+    t_answers = teacher["answers"] or [""]
+    s_answer = (student["answers"] or [""])[0]
+    teacher_match = match(t_answers[0])
+    samples = t_answers[1:]
+    share = sum(match(a) for a in samples) / len(samples) if samples else float(teacher_match)
+    consistent = teacher_match and (not samples or share >= ident.self_consistency_min_share)
+    student_correct = match(s_answer)
+    if failed:
+        selected, reason = False, "failed"
+    else:
+        selected, reason = _strategy(ident.strategy, teacher_match, consistent, student_correct)
+    return CandidateRecord(
+        qa_id=qa["qa_id"],
+        image_id=qa["image_id"],
+        image_path=qa["image_path"],
+        question=qa["question"],
+        pseudo_answer=qa["pseudo_answer"],
+        answer_type=qa["answer_type"],
+        teacher_answer=t_answers[0],
+        student_answer=s_answer,
+        teacher_agrees=consistent,
+        teacher_consistency=share,
+        student_correct=student_correct,
+        selected=selected,
+        reason=reason,  # type: ignore[arg-type]
+    )
+
+
+def _strategy(strategy: str, teacher_match: bool, consistent: bool, student_correct: bool) -> tuple[bool, str]:
+    teacher_reason = "teacher_inconsistent" if teacher_match else "teacher_disagrees"
+    if strategy in ("all", "random"):
+        return True, "selected"
+    if strategy == "student_fails":
+        return (False, "student_correct") if student_correct else (True, "selected")
+    if not consistent:
+        return False, teacher_reason
+    if strategy == "teacher_consistent" or not student_correct:
+        return True, "selected"
+    return False, "student_correct"
+
+
+def _apply_random(cands: list[CandidateRecord], size: int, seed: int) -> list[CandidateRecord]:
+    """`random` strategy: a seeded sample of parseable QAs, the same size as the parity set would be."""
+    pool = [c for c in cands if c.reason != "failed"]
+    chosen = {c.qa_id for c in random.Random(seed).sample(pool, min(size, len(pool)))}
+    out = []
+    for c in cands:
+        if c.reason != "failed":
+            pick = c.qa_id in chosen
+            c = c.model_copy(update={"selected": pick, "reason": "selected" if pick else "not_sampled"})
+        out.append(c)
+    return out
+
+
+def run(
+    cfg: MPAConfig, rd: RunDir, *, force: bool = False, teacher: Backend | None = None, student: Backend | None = None
+) -> dict[str, Any]:
+    """Answer with both models, decide every candidate, write the parity set; returns the manifest."""
+    upstream = rd.require("annotate")
+    settings = stage_settings(cfg, upstream["fingerprint"])
+    fp = fingerprint(settings)
+    if not rd.begin(STAGE, fp, settings, force=force):
+        log.info("identify: already complete with these settings, skipped")
+        return rd.require(STAGE)
+    sdir = rd.stage_dir(STAGE)
+    qas = list(iter_jsonl(rd.stage_dir("annotate") / "qa.jsonl"))
+    answer_all(cfg, cfg.teacher, qas, sdir / "teacher_answers.jsonl", role="teacher", backend=teacher)
+    answer_all(cfg, cfg.student, qas, sdir / "student_answers.jsonl", role="student", backend=student)
+    t_ans = {r["qa_id"]: r for r in iter_jsonl(sdir / "teacher_answers.jsonl")}
+    s_ans = {r["qa_id"]: r for r in iter_jsonl(sdir / "student_answers.jsonl")}
+    cands = [decide(qa, t_ans[qa["qa_id"]], s_ans[qa["qa_id"]], cfg.identify) for qa in qas]
+    if cfg.identify.strategy == "random":
+        parity_size = sum(c.teacher_agrees and not c.student_correct for c in cands if c.reason != "failed")
+        cands = _apply_random(cands, parity_size, cfg.seed)
+    atomic_write_text(sdir / "candidates.jsonl", "".join(c.model_dump_json() + "\n" for c in cands))
+    selected = [c for c in cands if c.selected]
+    atomic_write_text(sdir / "parity.jsonl", "".join(c.model_dump_json() + "\n" for c in selected))
+    exports = write_exports(selected, sdir / "export", cfg.export.formats)
+    return rd.finish(STAGE, fp, settings, {"counts": _funnel(upstream, cands), "exports": exports})
+
+
+def _funnel(upstream: dict[str, Any], cands: list[CandidateRecord]) -> dict[str, Any]:
+    reasons = Counter(c.reason for c in cands)
+    ok = [c for c in cands if c.reason != "failed"]
+    return {
+        "images": upstream["counts"]["images_ok"],
+        "annotated": upstream["counts"]["generations"],
+        "parseable": upstream["counts"]["qa_pairs"],
+        "answered": len(ok),
+        "teacher_consistent": sum(c.teacher_agrees for c in ok),
+        "student_fails": sum(c.teacher_agrees and not c.student_correct for c in ok),
+        "selected": sum(c.selected for c in cands),
+        "reasons": dict(reasons),
+        "selected_by_answer_type": dict(Counter(c.answer_type for c in cands if c.selected)),
+    }

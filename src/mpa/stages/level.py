@@ -1,0 +1,292 @@
+"""Parity Leveler (PL): fine-tune the student on its knowledge gaps, with guards against forgetting.
+
+Training data (all label-free, from identify/candidates.jsonl):
+  gap set        the selected candidates, optionally balanced by answer type / answer and capped per answer;
+  retention mix  teacher-consistent QAs the student already answers right (`retention_ratio` per gap sample);
+  validation     `val_fraction` of ALL teacher-consistent QAs (gap and retention alike), held out from training,
+                 used for label-free validation loss (early stopping, best checkpoint) and accuracy.
+The student is trained with exactly the prompt it is asked with at identify and evaluation (TRL `SFTTrainer`,
+prompt/completion rows, loss on the answer tokens only). Outputs in RUN_DIR/level/: adapter/ (LoRA) or model/
+(full), merged/ on request, trainer/ checkpoints, data_summary.json, metrics.json, manifest.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from mpa.config import LevelConfig, ModelConfig, MPAConfig
+from mpa.metrics import match_answers, normalize_vqa_answer
+from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
+from mpa.rundir import RunDir, atomic_write_json, fingerprint, iter_jsonl
+from mpa.stages.common import model_identity
+
+log = logging.getLogger(__name__)
+STAGE = "level"
+
+
+def stage_settings(cfg: MPAConfig, upstream_fp: str) -> dict[str, Any]:
+    return {
+        "identify": upstream_fp,
+        "student": model_identity(cfg.student),
+        "level": cfg.level.model_dump(),
+        "answer_prompt": ANSWER_PROMPT_ID,
+        "seed": cfg.seed,
+    }
+
+
+def _unit(seed: int, key: str) -> float:
+    """A stable pseudo-random number in [0, 1) per key: membership does not depend on the set's size or order."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") / 2**64
+
+
+def balance(rows: list[dict[str, Any]], lvl: LevelConfig, rng: random.Random) -> list[dict[str, Any]]:
+    """Cap samples per answer, then oversample smaller groups (answer type or answer) to the largest group."""
+    if lvl.max_per_answer is not None:
+        by_answer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_answer[normalize_vqa_answer(row["pseudo_answer"])].append(row)
+        rows = [
+            r
+            for group in by_answer.values()
+            for r in (group if len(group) <= lvl.max_per_answer else rng.sample(group, lvl.max_per_answer))
+        ]
+    if lvl.balance == "none" or not rows:
+        return rows
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        key = row["answer_type"] if lvl.balance == "answer_type" else normalize_vqa_answer(row["pseudo_answer"])
+        groups[key].append(row)
+    target = max(len(g) for g in groups.values())
+    out = []
+    for key in sorted(groups):
+        group = groups[key]
+        out.extend(group + rng.choices(group, k=target - len(group)))
+    return out
+
+
+def split_data(cands: list[dict[str, Any]], lvl: LevelConfig, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """Gap (balanced), retention and validation sets, disjoint; every choice seeded."""
+    rng = random.Random(seed)
+    val = [
+        c
+        for c in cands
+        if c["teacher_agrees"] and c["reason"] != "failed" and _unit(seed, c["qa_id"]) < lvl.val_fraction
+    ]
+    val_ids = {c["qa_id"] for c in val}
+    gap = [c for c in cands if c["selected"] and c["qa_id"] not in val_ids]
+    gap_balanced = balance(gap, lvl, rng)
+    pool = [
+        c
+        for c in cands
+        if c["teacher_agrees"] and c["student_correct"] and not c["selected"] and c["qa_id"] not in val_ids
+    ]
+    n_ret = min(len(pool), round(lvl.retention_ratio * len(gap_balanced)))
+    retention = rng.sample(pool, n_ret)
+    train = gap_balanced + retention
+    rng.shuffle(train)
+    return {"gap": gap, "train": train, "retention": retention, "val": val}
+
+
+def _dataset(rows: list[dict[str, Any]]):  # -> datasets.Dataset
+    import datasets
+
+    data = {
+        "images": [[r["image_path"]] for r in rows],
+        "prompt": [[{"role": "user", "content": render_answer_prompt(r["question"])}] for r in rows],
+        "completion": [[{"role": "assistant", "content": r["pseudo_answer"]}] for r in rows],
+    }
+    return datasets.Dataset.from_dict(data).cast_column("images", datasets.List(datasets.Image()))
+
+
+def _load_student(student: ModelConfig, lvl: LevelConfig):  # -> (model, processor)
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from mpa.backends.hf import load_processor, resolve_device
+
+    processor = load_processor(student)
+    device = resolve_device(student.device)
+    dtype = torch.bfloat16 if _use_bf16(lvl, device) else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(
+        student.model, revision=student.revision, dtype=dtype, trust_remote_code=student.trust_remote_code
+    )
+    if student.adapter:  # train on top of an adapted student: fold the adapter in first
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, student.adapter).merge_and_unload()
+    if lvl.method == "full" and lvl.freeze_vision:
+        for name, param in model.named_parameters():
+            if any(tag in name for tag in ("vision_tower", "vision_model", "visual.", "image_encoder")):
+                param.requires_grad_(False)
+    return model, processor
+
+
+def _use_bf16(lvl: LevelConfig, device: Any) -> bool:
+    import torch
+
+    if lvl.bf16 == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return lvl.bf16 == "true"
+
+
+def _trainer(cfg: MPAConfig, sdir: Path, train_ds: Any, val_ds: Any, model: Any, processor: Any):  # -> SFTTrainer
+    from peft import LoraConfig
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from mpa.backends.hf import resolve_device
+
+    lvl = cfg.level
+    device = resolve_device(cfg.student.device)
+    steps_per_epoch = max(1, -(-len(train_ds) // (lvl.batch_size * lvl.grad_accum)))
+    total = lvl.max_steps if lvl.max_steps > 0 else max(1, round(steps_per_epoch * lvl.epochs))
+    eval_steps = lvl.eval_steps or max(1, total // 10)
+    has_val = val_ds is not None
+    args = SFTConfig(
+        output_dir=str(sdir / "trainer"),
+        num_train_epochs=lvl.epochs,
+        max_steps=lvl.max_steps,
+        learning_rate=lvl.learning_rate,
+        per_device_train_batch_size=lvl.batch_size,
+        per_device_eval_batch_size=lvl.batch_size,
+        gradient_accumulation_steps=lvl.grad_accum,
+        warmup_steps=lvl.warmup_ratio,
+        weight_decay=lvl.weight_decay,
+        lr_scheduler_type=lvl.lr_scheduler,
+        logging_steps=max(1, min(10, total // 20)),
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=has_val,
+        metric_for_best_model="eval_loss" if has_val else None,
+        greater_is_better=False if has_val else None,
+        completion_only_loss=True,
+        max_length=None,  # never truncate: it would cut image tokens
+        report_to="none",
+        use_cpu=device.type == "cpu",
+        bf16=_use_bf16(lvl, device),
+        gradient_checkpointing=lvl.gradient_checkpointing,
+        dataloader_num_workers=0,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=False,
+    )
+    peft_config = None
+    if lvl.method == "lora":
+        peft_config = LoraConfig(
+            r=lvl.lora_r,
+            lora_alpha=lvl.lora_alpha,
+            lora_dropout=lvl.lora_dropout,
+            target_modules=lvl.lora_target_modules,
+            task_type="CAUSAL_LM",
+        )
+    callbacks = [EarlyStoppingCallback(lvl.early_stopping_patience)] if has_val and lvl.early_stopping_patience else []
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        processing_class=processor,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[dict[str, Any]]) -> float | None:
+    """Share of held-out teacher-consistent QAs the model answers like the pseudo-answer (label-free)."""
+    if not val:
+        return None
+    from mpa.backends import GenRequest, load_backend
+    from mpa.images import ImageSource, load_image
+    from mpa.parsing import parse_short_answer
+
+    backend = load_backend(student)
+    try:
+        images = {r["image_id"]: load_image(ImageSource(r["image_path"], Path(r["image_path"]))).image for r in val}
+        requests = [
+            GenRequest(key=r["qa_id"], prompt=render_answer_prompt(r["question"]), image=images[r["image_id"]],
+                       max_new_tokens=cfg.identify.max_new_tokens)
+            for r in val
+        ]  # fmt: skip
+        results = backend.generate(requests)
+    finally:
+        backend.close()
+    ident = cfg.identify
+    hits = [
+        match_answers(parse_short_answer(res.texts[0]) if res.texts else "", r["pseudo_answer"], ident.matcher,
+                      anls_threshold=ident.anls_threshold, relaxed_tolerance=ident.relaxed_tolerance)
+        for r, res in zip(val, results, strict=True)
+    ]  # fmt: skip
+    return sum(hits) / len(hits)
+
+
+def trained_student(cfg: MPAConfig, sdir: Path) -> ModelConfig:
+    """The leveled student as a model config (base + adapter, or the fully fine-tuned folder)."""
+    if cfg.level.method == "lora":
+        return cfg.student.model_copy(update={"adapter": str(sdir / "adapter")})
+    return cfg.student.model_copy(update={"model": str(sdir / "model"), "adapter": None, "revision": None})
+
+
+def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
+    """Fine-tune the student on the selected set (resuming from the last checkpoint); returns the manifest."""
+    upstream = rd.require("identify")
+    settings = stage_settings(cfg, upstream["fingerprint"])
+    fp = fingerprint(settings)
+    if not rd.begin(STAGE, fp, settings, force=force):
+        log.info("level: already complete with these settings, skipped")
+        return rd.require(STAGE)
+    sdir = rd.stage_dir(STAGE)
+    cands = list(iter_jsonl(rd.stage_dir("identify") / "candidates.jsonl"))
+    data = split_data(cands, cfg.level, cfg.seed)
+    counts = {name: len(rows) for name, rows in data.items()}
+    atomic_write_json(sdir / "data_summary.json", {"counts": counts, "val_ids": [r["qa_id"] for r in data["val"]]})
+    if not data["train"]:
+        raise RuntimeError(
+            f"level: nothing to train on in {rd.stage_dir('identify')} (selected={counts['gap']}): the student already "
+            "matches the teacher on every pseudo-QA, or annotation gave no usable pairs; see identify/manifest.json"
+        )
+    model, processor = _load_student(cfg.student, cfg.level)
+    trainer = _trainer(
+        cfg, sdir, _dataset(data["train"]), _dataset(data["val"]) if data["val"] else None, model, processor
+    )
+    resume = any((sdir / "trainer").glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    out_dir = sdir / ("adapter" if cfg.level.method == "lora" else "model")
+    trainer.model.config.use_cache = True  # the trainer turns the KV cache off; a saved model should generate fast
+    trainer.model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    outputs: dict[str, Any] = {"counts": counts, "output": str(out_dir), "resumed": resume}
+    if cfg.level.method == "lora" and cfg.level.merge:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(sdir / "merged")
+        processor.save_pretrained(sdir / "merged")
+        outputs["merged"] = str(sdir / "merged")
+    history = trainer.state.log_history
+    del trainer, model
+    after = trained_student(cfg, sdir)
+    val_before = sum(r["student_correct"] for r in data["val"]) / len(data["val"]) if data["val"] else None
+    metrics = {
+        "log_history": history,
+        "best_checkpoint": _best(history),
+        "val_accuracy_before": val_before,
+        "val_accuracy_after": _val_accuracy(cfg, after, data["val"]),
+    }
+    atomic_write_json(sdir / "metrics.json", metrics)
+    outputs.update({k: v for k, v in metrics.items() if k != "log_history"})
+    outputs["student_after"] = after.model_dump()
+    return rd.finish(STAGE, fp, settings, outputs)
+
+
+def _best(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    evals = [h for h in history if "eval_loss" in h]
+    if not evals:
+        return None
+    best = min(evals, key=lambda h: h["eval_loss"])
+    return {"step": best.get("step"), "eval_loss": best["eval_loss"]}

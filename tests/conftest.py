@@ -1,0 +1,76 @@
+"""Session fixtures: tiny offline VLMs of real HF architectures, built once per test run.
+
+Fixtures are lazy: a run that never asks for `tiny_teacher_dir` never trains it (~10-15 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests must never reach the Hub; set before anything imports transformers.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+TEACHER_STEPS = 200
+N_COLOR_IMAGES = 20
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads() -> None:
+    """Two cores on the dev box; more threads only oversubscribe them."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mpa.tiny import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_idefics3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mpa.tiny import build_tiny_idefics3
+
+    return build_tiny_idefics3(tmp_path_factory.mktemp("tiny_idefics3"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def color_image_labels(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
+    """(path, colour) of the PNGs in `color_images`, in file-name order."""
+    from mpa.tiny import make_color_images
+
+    return make_color_images(tmp_path_factory.mktemp("color_images"), N_COLOR_IMAGES, seed=0)
+
+
+@pytest.fixture(scope="session")
+def color_images(color_image_labels: list[tuple[Path, str]]) -> Path:
+    """Folder of near-solid colour PNGs (names `img_0000_red.png`, ...)."""
+    return color_image_labels[0][0].parent
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory, color_image_labels: list[tuple[Path, str]]) -> Path:
+    """Tiny LLaVA fine-tuned to name the colour and to write `Question: ... Answer: <colour>`."""
+    from mpa.tiny import build_tiny_llava, train_tiny_teacher
+
+    model_dir = build_tiny_llava(tmp_path_factory.mktemp("tiny_teacher"), seed=0)
+    train_tiny_teacher(model_dir, color_image_labels, steps=TEACHER_STEPS, seed=0)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A different, smaller random-init LLaVA with the same tokenizer (same default corpus)."""
+    from mpa.tiny import build_tiny_llava
+
+    return build_tiny_llava(
+        tmp_path_factory.mktemp("tiny_student"), vision_hidden=16, text_hidden=32, text_layers=1, seed=1
+    )
