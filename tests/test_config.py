@@ -35,7 +35,7 @@ def test_dotted_overrides_are_parsed_as_yaml() -> None:
     ],
 )
 def test_bad_values_name_the_key(override: str, needle: str) -> None:
-    with pytest.raises(ConfigError, match="^config: ") as err:
+    with pytest.raises(ConfigError, match=r"^config: ") as err:
         build_config(BASE, [override])
     assert needle in str(err.value)
     assert "\n" not in str(err.value)
@@ -56,7 +56,7 @@ def test_yaml_roundtrip(tmp_path: Path) -> None:
 def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("run_dir: [unclosed")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_config(path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

@@ -56,7 +56,7 @@ def _looks_local(ref: str) -> bool:
 def check_inputs(cfg: MPAConfig) -> None:
     """Fail fast, before anything is written, on inputs that cannot work (names the key and the fix)."""
     if not Path(cfg.images.path).exists():
-        raise ConfigError(f"images.path: {cfg.images.path} does not exist (a folder, .txt/.jsonl list or saved dataset)")
+        raise ConfigError(f"images.path: {cfg.images.path} does not exist (give a folder, .txt/.jsonl list or dataset)")
     for role in ("teacher", "student"):
         model = getattr(cfg, role)
         if _looks_local(model.model) and not (Path(model.model).expanduser() / "config.json").exists():
