@@ -1,0 +1,174 @@
+"""Parity Leveler: data selection guards, training prompt = inference prompt, LoRA/full training and outputs."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from mpa.config import LevelConfig, build_config
+from mpa.pipeline import run_pipeline
+from mpa.stages.level import balance, split_data
+from tests.test_pipeline import make_tree
+
+
+def _cand(
+    i: int, answer: str, atype: str, *, selected: bool, agrees: bool = True, correct: bool = False
+) -> dict[str, Any]:
+    return {
+        "qa_id": f"q{i}", "image_id": f"i{i}", "image_path": "x.png", "question": f"q{i}?",
+        "pseudo_answer": answer, "answer_type": atype, "teacher_agrees": agrees, "student_correct": correct,
+        "selected": selected, "reason": "selected" if selected else "student_correct",
+    }  # fmt: skip
+
+
+def test_balance_by_answer_type_oversamples_small_groups() -> None:
+    rows = [_cand(i, "red", "other", selected=True) for i in range(6)] + [_cand(9, "yes", "yes/no", selected=True)]
+    out = balance(rows, LevelConfig(balance="answer_type"), random.Random(0))
+    types = [r["answer_type"] for r in out]
+    assert types.count("other") == 6 and types.count("yes/no") == 6
+
+
+def test_max_per_answer_caps_dominant_answers() -> None:
+    rows = [_cand(i, "Yes", "yes/no", selected=True) for i in range(10)]
+    rows += [_cand(20 + i, "blue", "other", selected=True) for i in range(3)]
+    out = balance(rows, LevelConfig(max_per_answer=4), random.Random(0))
+    assert sum(r["pseudo_answer"] == "Yes" for r in out) == 4 and len(out) == 7
+
+
+def test_split_is_disjoint_seeded_and_label_free() -> None:
+    cands = [_cand(i, "red", "other", selected=True) for i in range(100)]
+    cands += [_cand(100 + i, "blue", "other", selected=False, correct=True) for i in range(100)]
+    cands += [_cand(300 + i, "x", "other", selected=False, agrees=False) for i in range(50)]
+    lvl = LevelConfig(retention_ratio=0.5, val_fraction=0.2)
+    data = split_data(cands, lvl, seed=0)
+    val = {r["qa_id"] for r in data["val"]}
+    train = {r["qa_id"] for r in data["train"]}
+    assert not val & train
+    assert all(r["teacher_agrees"] for r in data["val"])  # held out from ALL teacher-consistent QAs
+    assert {r["selected"] for r in data["val"]} == {True, False}  # gap and retention alike
+    assert 25 <= len(val) <= 55
+    assert len(data["retention"]) == round(0.5 * len(data["gap"]))
+    assert all(r["student_correct"] and not r["selected"] for r in data["retention"])
+    assert split_data(cands, lvl, seed=0) == data
+    assert split_data(cands, lvl, seed=1)["val"] != data["val"]
+
+
+def test_training_prompt_equals_inference_prompt(tiny_llava_dir: Path, color_images: Path) -> None:
+    """The tokens TRL trains on, up to the answer, are exactly what the HF backend feeds `generate`."""
+    from PIL import Image
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from mpa.backends.hf import load_processor
+    from mpa.config import ModelConfig
+    from mpa.prompts import render_answer_prompt
+
+    processor = load_processor(ModelConfig(model=str(tiny_llava_dir)))
+    image = Image.open(sorted(color_images.glob("*.png"))[0]).convert("RGB")
+    prompt = render_answer_prompt("What colour is the image?")
+    collator = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
+    batch = collator(
+        [{"images": [image], "prompt": [{"role": "user", "content": prompt}],
+          "completion": [{"role": "assistant", "content": "red"}]}]
+    )  # fmt: skip
+    ids = batch["input_ids"][0]
+    answer_start = int((batch["labels"][0] != -100).nonzero()[0])
+    conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    infer = processor.apply_chat_template(
+        [conv], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+        processor_kwargs={"images": [[image]], "padding": True},
+    )  # fmt: skip
+    assert ids[:answer_start].tolist() == infer["input_ids"][0].tolist()
+    assert processor.tokenizer.decode(ids[answer_start:]).startswith("red")
+
+
+@pytest.fixture
+def level_tree(tmp_path: Path, tiny_teacher_dir: Path, tiny_student_dir: Path, color_images: Path) -> dict[str, Any]:
+    return make_tree(tmp_path / "run", tiny_teacher_dir, tiny_student_dir, color_images)
+
+
+def _first_image_inputs(model_dir: Path, color_images: Path) -> dict[str, Any]:
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    image = Image.open(sorted(color_images.glob("*.png"))[0]).convert("RGB")
+    conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}]
+    return processor.apply_chat_template(
+        [conv], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+        processor_kwargs={"images": [[image]]},
+    )  # fmt: skip
+
+
+def test_lora_adapter_reloads_and_merges_identically(level_tree: dict[str, Any], color_images: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    level_tree["level"].update({"merge": True, "val_fraction": 0.25, "early_stopping_patience": 2, "eval_steps": 2})
+    manifest = run_pipeline(build_config(level_tree))["level"]
+    run = Path(level_tree["run_dir"])
+    assert manifest["counts"]["val"] > 0 and manifest["best_checkpoint"] is not None
+    history = json.loads((run / "level/metrics.json").read_text())["log_history"]
+    assert any("eval_loss" in h for h in history)  # label-free validation loss is tracked
+    assert manifest["val_accuracy_before"] is not None and manifest["val_accuracy_after"] is not None
+    student = level_tree["student"]["model"]
+    inputs = _first_image_inputs(Path(student), color_images)
+    base = AutoModelForImageTextToText.from_pretrained(student).eval()
+    with torch.no_grad():
+        logits_base = base(**inputs).logits
+    adapted = PeftModel.from_pretrained(base, run / "level/adapter").eval()
+    merged = AutoModelForImageTextToText.from_pretrained(run / "level/merged").eval()
+    with torch.no_grad():
+        logits_adapted = adapted(**inputs).logits
+        logits_merged = merged(**inputs).logits
+    assert not torch.allclose(logits_base, logits_adapted, atol=1e-4)  # training changed the model
+    torch.testing.assert_close(logits_adapted, logits_merged, atol=1e-4, rtol=1e-4)
+
+
+def test_full_finetune_keeps_a_frozen_vision_tower(level_tree: dict[str, Any]) -> None:
+    from safetensors.torch import load_file
+
+    level_tree["level"].update({"method": "full", "epochs": 1, "freeze_vision": True})
+    run_pipeline(build_config(level_tree))
+    run = Path(level_tree["run_dir"])
+    before = load_file(Path(level_tree["student"]["model"]) / "model.safetensors")
+    after = load_file(run / "level/model/model.safetensors")
+    vision = [k for k in before if "vision_tower" in k]
+    text = [k for k in before if "language_model" in k and k in after]
+    assert vision and all(torch.equal(before[k], after[k]) for k in vision)
+    assert any(not torch.equal(before[k], after[k]) for k in text)
+
+
+def test_leveled_student_learns_the_gap(level_tree: dict[str, Any]) -> None:
+    """After full FT on the gap set the student gives the teacher's answers to most questions it failed."""
+    from mpa.backends import GenRequest, load_backend
+    from mpa.config import ModelConfig
+    from mpa.images import ImageSource, load_image
+    from mpa.parsing import parse_short_answer
+    from mpa.prompts import render_answer_prompt
+    from mpa.rundir import iter_jsonl
+
+    level_tree["level"].update({"method": "full", "epochs": 40, "learning_rate": 0.003, "freeze_vision": False})
+    manifests = run_pipeline(build_config(level_tree))
+    parity = list(iter_jsonl(Path(level_tree["run_dir"]) / "identify/parity.jsonl"))
+    backend = load_backend(ModelConfig(**manifests["level"]["student_after"]))
+    reqs = [
+        GenRequest(key=p["qa_id"], prompt=render_answer_prompt(p["question"]),
+                   image=load_image(ImageSource(p["image_path"], Path(p["image_path"]))).image)
+        for p in parity
+    ]  # fmt: skip
+    answers = [parse_short_answer(r.texts[0]) for r in backend.generate(reqs)]
+    hits = sum(a.lower() == p["pseudo_answer"].lower() for a, p in zip(answers, parity, strict=True))
+    assert parity and all(not p["student_correct"] for p in parity)  # before: none of these
+    assert hits >= 0.75 * len(parity), answers
+
+
+def test_empty_selection_is_a_clear_error(level_tree: dict[str, Any]) -> None:
+    # The teacher as its own student: it agrees with itself everywhere, so there is no gap to train on.
+    level_tree["student"]["model"] = level_tree["teacher"]["model"]
+    with pytest.raises(RuntimeError, match="nothing to train on"):
+        run_pipeline(build_config(level_tree))
