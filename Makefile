@@ -1,0 +1,26 @@
+# Entry points for a fresh machine: each target installs the pinned environment into .venv on first use.
+# torch comes from the local CPU wheel via constraints.txt (an unpinned torch would pull a multi-GB CUDA build).
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: smoke test test-slow lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv .venv
+	.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+smoke: $(STAMP)  ## tiny teacher + student, 20 images, the whole pipeline, offline (about 1 minute)
+	$(PY) scripts/smoke_run.py runs/smoke
+
+test: $(STAMP)  ## the test suite CI runs
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)  ## heavy checks kept out of CI
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	.venv/bin/ruff check src tests scripts benchmarks && .venv/bin/ruff format --check src tests scripts benchmarks
+
+clean:
+	rm -rf .venv runs
