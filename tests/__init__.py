@@ -1,0 +1,1 @@
+"""Tests of mpa (tiny real models, offline)."""

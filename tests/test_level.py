@@ -172,3 +172,61 @@ def test_empty_selection_is_a_clear_error(level_tree: dict[str, Any]) -> None:
     level_tree["student"]["model"] = level_tree["teacher"]["model"]
     with pytest.raises(RuntimeError, match="nothing to train on"):
         run_pipeline(build_config(level_tree))
+
+
+def test_idefics3_student_with_default_lora_targets(
+    tmp_path: Path, tiny_teacher_dir: Path, tiny_idefics3_dir: Path, color_images: Path
+) -> None:
+    """Another architecture (SmolVLM's): the default LoRA targets hit its language model and never its SigLIP."""
+    tree = make_tree(tmp_path / "run", tiny_teacher_dir, tiny_idefics3_dir, color_images)
+    run_pipeline(build_config(tree))
+    adapter_cfg = json.loads((tmp_path / "run/level/adapter/adapter_config.json").read_text())
+    from safetensors.torch import load_file
+
+    keys = list(load_file(tmp_path / "run/level/adapter/adapter_model.safetensors"))
+    assert keys and all("text_model" in k for k in keys), keys[:3]
+    assert adapter_cfg["r"] == 16
+
+
+def test_level_resumes_from_its_last_checkpoint(level_tree: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import TrainerCallback
+
+    from mpa.stages import level
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 5:
+                raise KeyboardInterrupt("simulated crash")
+
+    original = level._trainer
+
+    def crashing_trainer(*args: Any, **kwargs: Any) -> Any:
+        trainer = original(*args, **kwargs)
+        trainer.add_callback(Crash())
+        return trainer
+
+    level_tree["level"].update({"max_steps": 8, "eval_steps": 2})
+    cfg = build_config(level_tree)
+    run_pipeline(cfg, ["annotate", "identify"])
+    monkeypatch.setattr(level, "_trainer", crashing_trainer)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, ["level"])
+    run = Path(level_tree["run_dir"])
+    assert sorted(p.name for p in (run / "level/trainer").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    steps_run: list[int] = []
+
+    class Count(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            steps_run.append(state.global_step)
+
+    def counting_trainer(*args: Any, **kwargs: Any) -> Any:
+        trainer = original(*args, **kwargs)
+        trainer.add_callback(Count())
+        return trainer
+
+    monkeypatch.setattr(level, "_trainer", counting_trainer)
+    manifest = run_pipeline(cfg, ["level"])["level"]
+    assert manifest["resumed"] is True
+    assert steps_run == [5, 6, 7, 8]  # continued from checkpoint-4, did not start over
+    steps = [h["step"] for h in json.loads((run / "level/metrics.json").read_text())["log_history"] if "loss" in h]
+    assert steps == list(range(1, 9))  # one continuous training log

@@ -52,10 +52,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", help="annotation preset: textvqa, stvqa, chartqa, okvqa, generic, *-paper")
     p.add_argument("--prompt-file", help="your own annotation prompt ({k} = number of QA pairs)")
     p.add_argument("--matcher", choices=["compat", "exact", "anls", "relaxed"], help="answer matcher for PI")
-    p.add_argument("--strategy", choices=["parity", "all", "random", "teacher_consistent", "student_fails"])
+    p.add_argument("--strategy", choices=["parity", "all", "random", "teacher_consistent", "student_fails"],
+                   help="which pseudo-QAs to train on (parity = teacher right, student wrong)")  # fmt: skip
     p.add_argument("--method", choices=["lora", "full"], help="fine-tuning method for PL")
     p.add_argument("--device", help="device for both models: auto, cpu, cuda, cuda:1")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed for sampling, selection and training (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set level.epochs=2 (repeatable)")  # fmt: skip
 

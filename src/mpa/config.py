@@ -79,6 +79,14 @@ class IdentifyConfig(_Strict):
     max_new_tokens: int = Field(16, ge=1)
 
 
+# Projections of the language model in LLaVA, Idefics3/SmolVLM, Qwen2-VL and InternVL-style checkpoints; the
+# negative look-ahead keeps LoRA off vision towers that reuse the same layer names (SigLIP's q_proj, ...).
+LANGUAGE_MODEL_LINEAR = (
+    r"^(?!.*(vision|visual|image_encoder|multi_modal_projector|mm_projector|connector)).*"
+    r"\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+)
+
+
 class LevelConfig(_Strict):
     """Parity Leveler (PL): fine-tune the student on the selected set, with guards against forgetting."""
 
@@ -87,8 +95,9 @@ class LevelConfig(_Strict):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     lora_target_modules: str | list[str] = Field(
-        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        description="PEFT target_modules: a regex or a list of module names.",
+        LANGUAGE_MODEL_LINEAR,
+        description="PEFT target_modules: a regex (full match) or a list of module names. Default: the attention "
+        "and MLP projections of the language model, never the vision tower or projector.",
     )
     freeze_vision: bool = Field(True, description="Keep the vision tower frozen in full fine-tuning.")
     epochs: float = Field(3.0, gt=0.0)
