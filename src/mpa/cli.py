@@ -21,7 +21,7 @@ from mpa.config import ConfigError, MPAConfig, build_config, dump_config, read_y
 from mpa.rundir import StageConflictError
 
 log = logging.getLogger("mpa")
-STAGES = ("annotate", "identify", "level")
+STAGES = ("annotate", "identify", "level", "evaluate")
 
 # CLI flag -> dotted config key (flags override the YAML).
 FLAG_KEYS = {
@@ -78,16 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the whole pipeline (resumes; skips finished stages)")
     _add_config_flags(p)
     _add_run_flags(p)
-    p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset, default: all")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help=f"comma-separated subset of {','.join(STAGES)} (default: all; evaluate runs the "
+                   "benchmarks listed under evaluate.benchmarks)")  # fmt: skip
     helps = {
         "annotate": "PA: the teacher writes QA pairs for every image",
         "identify": "PI: find pseudo-QAs the teacher gets right and the student gets wrong",
         "level": "PL: fine-tune the student on the selected set",
     }
-    for stage in STAGES:
-        p = sub.add_parser(stage, help=helps[stage])
+    for stage, text in helps.items():
+        p = sub.add_parser(stage, help=text)
         _add_config_flags(p)
         _add_run_flags(p)
+    _add_evaluate_parser(sub)
     p = sub.add_parser("validate", help="print the resolved config and the stage plan; run nothing")
     _add_config_flags(p)
     p = sub.add_parser("export", help="export the selected set as LLaVA-JSON or ShareGPT")
@@ -95,6 +98,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["llava", "sharegpt"], default="llava")
     p.add_argument("--out", type=Path, help="output file (default: RUN_DIR/identify/export/parity_FORMAT.json)")
     return parser
+
+
+def _add_evaluate_parser(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="score one model on a benchmark (official metric + the paper's compat)")
+    p.add_argument("--model", required=True, help="hub id or local folder")
+    p.add_argument("--adapter", help="PEFT adapter folder applied on top of --model")
+    p.add_argument("--benchmark", required=True, help="textvqa, stvqa, chartqa, okvqa, easyvqa, jsonl or ocr")
+    p.add_argument("--data-dir", help="the benchmark's release folder (not needed for easyvqa)")
+    p.add_argument("--split", help="a split of the benchmark (e.g. test_human for chartqa)")
+    p.add_argument("--limit", type=int, help="first N questions only")
+    p.add_argument("--metric", help="override the official metric (vqa_accuracy, anls, relaxed_accuracy, compat, ocr)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/eval/BENCHMARK-MODEL)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from mpa.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
+    from mpa.config import ModelConfig
+    from mpa.evaluation import METRICS, evaluate_model
+
+    if args.benchmark not in BENCHMARKS:
+        raise ConfigError(f"--benchmark: unknown '{args.benchmark}'; choose from {', '.join(sorted(BENCHMARKS))}")
+    if args.metric and args.metric not in METRICS:
+        raise ConfigError(f"--metric: unknown '{args.metric}'; choose from {', '.join(sorted(METRICS))}")
+    try:
+        model = ModelConfig(model=args.model, adapter=args.adapter, batch_size=args.batch_size, device=args.device)
+        samples = load_benchmark(args.benchmark, Path(args.data_dir) if args.data_dir else None,
+                                 split=args.split, limit=args.limit)  # fmt: skip
+    except (BenchmarkError, ValueError) as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+    out = args.out or Path("runs/eval") / f"{args.benchmark}-{Path(args.model).name}"
+    metrics = evaluate_model(model, args.benchmark, samples, out, metric=args.metric,
+                             max_new_tokens=args.max_new_tokens)  # fmt: skip
+    print(json.dumps({k: metrics[k] for k in ("benchmark", "metric", "n", "overall", "compat")}))
+    for name, group in (("split", metrics["per_split"]), ("type", metrics["per_question_type"])):
+        for key, value in group.items():
+            print(f"  {name} {key}: {_pct(value['score'])} (n={value['n']})")
+    print(f"predictions: {out / 'predictions.jsonl'}\nmetrics: {out / 'metrics.json'}")
+    return 0
 
 
 def resolve_config(args: argparse.Namespace) -> MPAConfig:
@@ -151,10 +199,13 @@ def cmd_run(args: argparse.Namespace, stages: list[str]) -> int:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
     manifests = run_pipeline(cfg, stages, force=args.force)
     _print_summary(manifests)
+    print(f"summary: {Path(cfg.run_dir) / 'summary.json'}")
     return 0
 
 
 def _print_summary(manifests: dict[str, dict[str, Any]]) -> None:
+    if manifests.get("evaluate", {}).get("summary"):
+        print(format_table(manifests["evaluate"]["summary"]))
     if "identify" in manifests:
         c = manifests["identify"]["counts"]
         print(
@@ -166,6 +217,22 @@ def _print_summary(manifests: dict[str, dict[str, Any]]) -> None:
         m = manifests["level"]
         print(f"leveled student: {m['output']}  (label-free val accuracy {_pct(m.get('val_accuracy_before'))} → "
               f"{_pct(m.get('val_accuracy_after'))})")  # fmt: skip
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The before / after / teacher table of an evaluate summary."""
+    lines = [f"{'benchmark':<18} {'metric':<17} {'teacher':>8} {'before':>8} {'after':>8} {'gap closed':>10}"]
+    for name, row in summary.items():
+        lines.append(
+            f"{name:<18} {row['metric']:<17} {_pct(row['teacher']):>8} {_pct(row['student_before']):>8} "
+            f"{_pct(row['student_after']):>8} {_pct(row['gap_closed']):>10}"
+        )
+        for qtype, scores in row.get("per_question_type", {}).items():
+            lines.append(
+                f"  {qtype:<33} {_pct(scores.get('teacher')):>8} {_pct(scores.get('student_before')):>8} "
+                f"{_pct(scores.get('student_after')):>8}"
+            )
+    return "\n".join(lines)
 
 
 def _pct(value: float | None) -> str:
@@ -199,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_validate(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
         stages = args.stages.split(",") if args.command == "run" else [args.command]
         return cmd_run(args, stages)
     except (ConfigError, StageConflictError) as err:

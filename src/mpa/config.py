@@ -125,6 +125,26 @@ class LevelConfig(_Strict):
     gradient_checkpointing: bool = False
 
 
+class BenchmarkConfig(_Strict):
+    """One evaluation benchmark (local files; nothing is downloaded)."""
+
+    name: str = Field(description="textvqa, stvqa, chartqa, okvqa, easyvqa, jsonl or ocr.")
+    data_dir: str | None = Field(None, description="The benchmark's release folder (not needed for easyvqa).")
+    split: str | None = None
+    limit: int | None = Field(None, ge=1, description="Evaluate the first N questions only.")
+    metric: str | None = Field(None, description="Override the benchmark's official metric.")
+
+
+class EvaluateConfig(_Strict):
+    """Evaluation of teacher, student before and student after on benchmarks (skipped when none are listed)."""
+
+    benchmarks: list[BenchmarkConfig] = Field(default_factory=list)
+    models: list[Literal["teacher", "student_before", "student_after"]] = Field(
+        default_factory=lambda: ["teacher", "student_before", "student_after"]
+    )
+    max_new_tokens: int = Field(32, ge=1)
+
+
 class ExportConfig(_Strict):
     """Formats the parity set is exported to, for other fine-tuning frameworks."""
 
@@ -143,6 +163,7 @@ class MPAConfig(_Strict):
     identify: IdentifyConfig = Field(default_factory=IdentifyConfig)
     level: LevelConfig = Field(default_factory=LevelConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @field_validator("run_dir")
     @classmethod

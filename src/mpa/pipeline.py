@@ -13,10 +13,10 @@ from typing import Any
 
 from mpa.config import ConfigError, MPAConfig, dump_config
 from mpa.rundir import RunDir, atomic_write_json, atomic_write_text, changed_keys, fingerprint, read_json
-from mpa.stages import annotate, identify, level
+from mpa.stages import annotate, evaluate, identify, level
 
 log = logging.getLogger(__name__)
-STAGE_RUNNERS = {"annotate": annotate.run, "identify": identify.run, "level": level.run}
+STAGE_RUNNERS = {"annotate": annotate.run, "identify": identify.run, "level": level.run, "evaluate": evaluate.run}
 
 
 def stage_fingerprints(cfg: MPAConfig) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -32,7 +32,13 @@ def stage_fingerprints(cfg: MPAConfig) -> dict[str, tuple[str, dict[str, Any]]]:
 def plan(cfg: MPAConfig, rd: RunDir) -> list[dict[str, Any]]:
     """What `mpa run` would do for each stage: run, resume, skip, or refuse (with the changed keys)."""
     out = []
-    for stage, (fp, settings) in stage_fingerprints(cfg).items():
+    fps = stage_fingerprints(cfg)
+    units = {
+        f"evaluate/{role}/{evaluate.bench_label(b)}": evaluate.unit_settings(cfg, role, b, fps["level"][0])
+        for role in cfg.evaluate.models
+        for b in cfg.evaluate.benchmarks
+    }
+    for stage, (fp, settings) in [*fps.items(), *((u, (fingerprint(s), s)) for u, s in units.items())]:
         sdir = rd.stage_dir(stage)
         previous = rd.manifest(stage)
         state = "complete"
@@ -55,6 +61,7 @@ def _looks_local(ref: str) -> bool:
 
 def check_inputs(cfg: MPAConfig) -> None:
     """Fail fast, before anything is written, on inputs that cannot work (names the key and the fix)."""
+    evaluate.check_benchmarks(cfg)
     if not Path(cfg.images.path).exists():
         raise ConfigError(f"images.path: {cfg.images.path} does not exist (give a folder, .txt/.jsonl list or dataset)")
     for role in ("teacher", "student"):
@@ -98,7 +105,26 @@ def run_pipeline(cfg: MPAConfig, stages: list[str] | None = None, *, force: bool
             timings[stage] = round(elapsed, 2)  # only record stages that actually ran now
         atomic_write_json(timings_path, timings)
         log.info("%s: done in %.1f s — %s", stage, elapsed, _headline(stage, manifests[stage]))
+    write_summary(rd)
     return manifests
+
+
+def write_summary(rd: RunDir) -> dict[str, Any]:
+    """RUN_DIR/summary.json from the stage files: benchmark table, parity funnel, seconds per stage."""
+    timings = read_json(rd.root / "timings.json") if (rd.root / "timings.json").exists() else {}
+    eval_path = rd.stage_dir("evaluate") / "summary.json"
+    identify_m = rd.manifest("identify")
+    level_m = rd.manifest("level")
+    summary = {
+        "benchmarks": read_json(eval_path) if eval_path.exists() else {},
+        "parity": identify_m["counts"] if identify_m else {},
+        "level": {k: level_m.get(k) for k in ("counts", "val_accuracy_before", "val_accuracy_after", "output")}
+        if level_m
+        else {},
+        "timings_s": {**timings, "total": round(sum(timings.values()), 2)},
+    }
+    atomic_write_json(rd.root / "summary.json", summary)
+    return summary
 
 
 def _headline(stage: str, manifest: dict[str, Any]) -> str:
@@ -110,4 +136,6 @@ def _headline(stage: str, manifest: dict[str, Any]) -> str:
             f"{counts.get('parseable')} QAs → {counts.get('teacher_consistent')} teacher-consistent → "
             f"{counts.get('selected')} selected"
         )
+    if stage == "evaluate":
+        return f"{manifest.get('units_run', 0)} model/benchmark evaluations run"
     return f"trained on {counts.get('train')} samples → {manifest.get('output')}"

@@ -191,8 +191,9 @@ class RunDir:
     def begin(self, stage: str, fp: str, settings: dict[str, Any], force: bool = False) -> bool:
         """Prepare a stage; returns False if it is already complete with these settings (skip it).
 
-        Raises `StageConflictError` when the folder holds work made with other settings and `force` is off.
-        With `force`, the stage and every later stage are cleared.
+        Raises `StageConflictError` when the folder holds work made with other settings and `force` is off;
+        with `force`, that stage and every later stage are cleared and redone. A stage complete with the same
+        settings is skipped even with `force` (delete its folder to recompute it).
         """
         sdir = self.stage_dir(stage)
         previous = self.manifest(stage)
@@ -206,8 +207,6 @@ class RunDir:
                     f"stage '{stage}' in {sdir} was run with other settings; changed: {', '.join(keys)}. "
                     "Use --force to redo it (and the stages after it), or choose another --run-dir."
                 )
-            self.clear_from(stage)
-        elif force:
             self.clear_from(stage)
         elif self.is_complete(stage, fp):
             return False
@@ -236,9 +235,10 @@ class RunDir:
         return manifest
 
     def clear_from(self, stage: str) -> None:
-        """Delete a stage's folder and those of the stages after it."""
-        for later in STAGES[STAGES.index(stage) :]:
-            shutil.rmtree(self.stage_dir(later), ignore_errors=True)
+        """Delete a stage's folder and those of the pipeline stages after it (a sub-folder unit: only itself)."""
+        later = STAGES[STAGES.index(stage) :] if stage in STAGES else (stage,)
+        for name in later:
+            shutil.rmtree(self.stage_dir(name), ignore_errors=True)
 
     def require(self, stage: str) -> dict[str, Any]:
         """The manifest of a finished upstream stage, or a clear error."""

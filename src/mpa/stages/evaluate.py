@@ -1,0 +1,117 @@
+"""Evaluate stage: teacher, student before and student after on the configured benchmarks.
+
+Each (model, benchmark) pair is a unit with its own fingerprint in RUN_DIR/evaluate/<model>/<benchmark>/
+(predictions.jsonl, metrics.json, manifest.json), so a re-leveled student is re-evaluated without redoing the
+teacher. RUN_DIR/evaluate/summary.json holds the before / after / teacher table with the share of the gap closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from mpa.backends import Backend, load_backend
+from mpa.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
+from mpa.config import BenchmarkConfig, ConfigError, ModelConfig, MPAConfig
+from mpa.evaluation import evaluate_model
+from mpa.rundir import RunDir, atomic_write_json, fingerprint
+from mpa.stages.common import model_identity
+
+log = logging.getLogger(__name__)
+STAGE = "evaluate"
+
+
+def bench_label(b: BenchmarkConfig) -> str:
+    return b.name + (f"_{b.split}" if b.split else "")
+
+
+def unit_settings(cfg: MPAConfig, role: str, b: BenchmarkConfig, level_fp: str | None) -> dict[str, Any]:
+    """What changes one unit's outputs: the model (for student_after: the level stage that made it) and the data."""
+    model = {"level": level_fp} if role == "student_after" else model_identity(getattr(cfg, role.split("_")[0]))
+    spec = BENCHMARKS[b.name]
+    return {"model": model, "benchmark": b.model_dump(), "prompt_id": spec.prompt_id,
+            "max_new_tokens": cfg.evaluate.max_new_tokens}  # fmt: skip
+
+
+def check_benchmarks(cfg: MPAConfig) -> None:
+    for i, b in enumerate(cfg.evaluate.benchmarks):
+        if b.name not in BENCHMARKS:
+            raise ConfigError(f"evaluate.benchmarks.{i}.name: unknown benchmark '{b.name}'; choose from "
+                              f"{', '.join(sorted(BENCHMARKS))}")  # fmt: skip
+
+
+def _model_for(cfg: MPAConfig, rd: RunDir, role: str) -> ModelConfig | None:
+    if role == "teacher":
+        return cfg.teacher
+    if role == "student_before":
+        return cfg.student
+    manifest = rd.manifest("level")
+    return ModelConfig(**manifest["student_after"]) if manifest else None
+
+
+def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
+    """Evaluate every configured (model, benchmark) unit that is not done; returns the summary."""
+    check_benchmarks(cfg)
+    level = rd.manifest("level")
+    level_fp = level["fingerprint"] if level else None
+    samples: dict[str, Any] = {}
+    results: dict[str, dict[str, Any]] = {}
+    ran = 0
+    for role in cfg.evaluate.models:
+        model = _model_for(cfg, rd, role)
+        if model is None:
+            log.warning("evaluate: no leveled student in %s yet; skipping student_after", rd.root)
+            continue
+        backend: Backend | None = None
+        for b in cfg.evaluate.benchmarks:
+            label = bench_label(b)
+            settings = unit_settings(cfg, role, b, level_fp)
+            fp = fingerprint(settings)
+            unit = f"{STAGE}/{role}/{label}"
+            if rd.begin(unit, fp, settings, force=force):
+                if label not in samples:
+                    try:
+                        samples[label] = load_benchmark(
+                            b.name, Path(b.data_dir) if b.data_dir else None, split=b.split, limit=b.limit
+                        )
+                    except BenchmarkError as err:
+                        raise ConfigError(f"evaluate.benchmarks ({b.name}): {err}") from None
+                backend = backend or load_backend(model)
+                metrics = evaluate_model(model, b.name, samples[label], rd.stage_dir(unit), metric=b.metric,
+                                         max_new_tokens=cfg.evaluate.max_new_tokens, backend=backend,
+                                         desc=f"evaluate {role} on {label}")  # fmt: skip
+                rd.finish(unit, fp, settings, {"metrics": metrics})
+                ran += 1
+            results.setdefault(label, {})[role] = rd.require(unit)["metrics"]
+        if backend is not None:
+            backend.close()
+    summary = summarize(results)
+    atomic_write_json(rd.stage_dir(STAGE) / "summary.json", summary)
+    return {"summary": summary, "units_run": ran, "finished_at": time.time() if ran else 0.0}
+
+
+def gap_closed(teacher: float | None, before: float | None, after: float | None) -> float | None:
+    """(after - before) / (teacher - before); None when undefined (no gap, or a value missing)."""
+    if teacher is None or before is None or after is None or teacher <= before:
+        return None
+    return (after - before) / (teacher - before)
+
+
+def summarize(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """One row per benchmark: metric, teacher, student before, student after, gap closed, per question type."""
+    out: dict[str, Any] = {}
+    for label, by_role in results.items():
+        first = next(iter(by_role.values()))
+        row: dict[str, Any] = {"metric": first["metric"], "n": first["n"]}
+        for role in ("teacher", "student_before", "student_after"):
+            row[role] = by_role[role]["overall"] if role in by_role else None
+            row[f"{role}_compat"] = by_role[role]["compat"] if role in by_role else None
+        row["gap_closed"] = gap_closed(row["teacher"], row["student_before"], row["student_after"])
+        types = sorted({t for m in by_role.values() for t in m["per_question_type"]})
+        row["per_question_type"] = {
+            t: {role: by_role[role]["per_question_type"].get(t, {}).get("score") for role in by_role} for t in types
+        }
+        out[label] = row
+    return out
