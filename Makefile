@@ -3,12 +3,15 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: smoke test test-slow lint clean
+.PHONY: demo smoke test test-slow lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv .venv
 	.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+
+demo: $(STAMP)  ## `mpa demo`: MPA on easy-VQA with the bundled tiny teacher and student, offline (about 5 minutes)
+	.venv/bin/mpa demo
 
 smoke: $(STAMP)  ## tiny teacher + student, 20 images, the whole pipeline, offline (about 1 minute)
 	$(PY) scripts/smoke_run.py runs/smoke

@@ -10,6 +10,7 @@ mpa export --run-dir DIR --format llava           the selected set for other fin
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -91,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_flags(p)
         _add_run_flags(p)
     _add_evaluate_parser(sub)
+    p = sub.add_parser("demo", help="the whole method on the bundled easy-VQA demo world, offline (CPU)")
+    p.add_argument("action", nargs="?", choices=["run", "train-models"], default="run",
+                   help="run (default) the demo, or train-models: retrain the bundled teacher and student")  # fmt: skip
+    p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="where the demo run goes")
+    p.add_argument("--quick", action="store_true", help="a subset, under 2 minutes (what CI runs)")
+    p.add_argument("--ablation", action="store_true", help="also level on random / all / unguarded selections")
+    p.add_argument("--models", type=Path, help="teacher/ and student/ folders (default: the bundled ones)")
+    p.add_argument("--out", type=Path, help="train-models: output folder (default: the package's demo/models)")
+    p.add_argument("--force", action="store_true", help="redo stages whose settings changed")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
     p = sub.add_parser("validate", help="print the resolved config and the stage plan; run nothing")
     _add_config_flags(p)
     p = sub.add_parser("export", help="export the selected set as LLaVA-JSON or ShareGPT")
@@ -118,8 +130,6 @@ def _add_evaluate_parser(sub: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-
     from mpa.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
     from mpa.config import ModelConfig
     from mpa.evaluation import METRICS, evaluate_model
@@ -142,6 +152,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for key, value in group.items():
             print(f"  {name} {key}: {_pct(value['score'])} (n={value['n']})")
     print(f"predictions: {out / 'predictions.jsonl'}\nmetrics: {out / 'metrics.json'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.action == "train-models":
+        from mpa.demo.run import MODELS_DIR
+        from mpa.demo.train import train_models
+
+        print(json.dumps(train_models(args.out or MODELS_DIR, quick=args.quick), indent=2))
+        return 0
+    from mpa.demo.run import demo_tree, run_ablation
+    from mpa.pipeline import run_pipeline
+
+    models = args.models
+    if models is not None and not (models / "teacher" / "config.json").exists():
+        raise ConfigError(f"--models {models}: expected {models}/teacher and {models}/student model folders")
+    tree = demo_tree(args.run_dir, quick=args.quick, models_dir=models)
+    manifests = run_pipeline(build_config(tree, source="demo.yaml"), force=args.force)
+    _print_summary(manifests)
+    summary = json.loads((args.run_dir / "summary.json").read_text())
+    print("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings_s"].items()))
+    if args.ablation:
+        rows = run_ablation(tree, force=args.force)
+        print("ablation (easy-VQA test, VQA accuracy of the leveled student):")
+        for name, row in rows.items():
+            print(f"  {name:<28} after {_pct(row.get('student_after')):>7}  gap closed {_pct(row.get('gap_closed')):>7}"
+                  f"  selected {row.get('selected')}  trained on {row.get('trained_on')}")  # fmt: skip
+    print(f"summary: {args.run_dir / 'summary.json'}")
     return 0
 
 
@@ -268,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command == "demo":
+            return cmd_demo(args)
         stages = args.stages.split(",") if args.command == "run" else [args.command]
         return cmd_run(args, stages)
     except (ConfigError, StageConflictError) as err:

@@ -124,13 +124,13 @@ def build_tokenizer(corpus: Sequence[str], vocab_size: int = 400) -> PreTrainedT
     )
 
 
-def _llama_config(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> LlamaConfig:
+def _llama_config(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, mlp_ratio: int = 2) -> LlamaConfig:
     from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=2 * hidden,
+        intermediate_size=mlp_ratio * hidden,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -168,6 +168,9 @@ def build_tiny_llava(
     vision_hidden: int = 32,
     text_hidden: int = 64,
     text_layers: int = 2,
+    vision_layers: int = 2,
+    mlp_ratio: int = 2,
+    vocab_size: int = 400,
     seed: int = 0,
 ) -> Path:
     """Build a random-init LLaVA (SigLIP tower + Llama) with its processor and save it to `out_dir`."""
@@ -175,18 +178,18 @@ def build_tiny_llava(
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, SiglipVisionConfig
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-    tokenizer = build_tokenizer(corpus if corpus is not None else _default_corpus())
+    tokenizer = build_tokenizer(corpus if corpus is not None else _default_corpus(), vocab_size)
     vision = SiglipVisionConfig(
         hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=2,
+        intermediate_size=mlp_ratio * vision_hidden,
+        num_hidden_layers=vision_layers,
         num_attention_heads=2,
         image_size=image_size,
         patch_size=patch_size,
     )
     config = LlavaConfig(
         vision_config=vision,
-        text_config=_llama_config(tokenizer, text_hidden, text_layers),
+        text_config=_llama_config(tokenizer, text_hidden, text_layers, mlp_ratio),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_seq_length=(image_size // patch_size) ** 2,
         vision_feature_select_strategy="full",

@@ -1,0 +1,1 @@
+"""The bundled demo world: easy-VQA images, tiny teacher/student checkpoints, and the `mpa demo` config."""
