@@ -70,7 +70,10 @@ def test_shipped_configs_validate(path: Path, tmp_path: Path, capsys: pytest.Cap
     assert cfg.teacher.model == "Qwen/Qwen2-VL-7B-Instruct" and cfg.student.model == "Qwen/Qwen2-VL-2B-Instruct"
     assert cfg.annotate.task.endswith("-paper") and cfg.annotate.pairs_per_image == 1
     assert cfg.identify.matcher == "compat" and cfg.identify.strategy == "parity"
+    from PIL import Image
+
     (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "a.png")
     rc = main(["validate", str(path), "--set", f"images.path={tmp_path / 'imgs'}", "--run-dir", str(tmp_path / "r")])
     out = capsys.readouterr().out
     assert rc == 0

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mpa.config import LevelConfig, build_config
+from mpa.errors import MPAError
 from mpa.pipeline import run_pipeline
 from mpa.stages.level import balance, split_data
 from tests.test_pipeline import make_tree
@@ -170,7 +171,7 @@ def test_leveled_student_learns_the_gap(level_tree: dict[str, Any]) -> None:
 def test_empty_selection_is_a_clear_error(level_tree: dict[str, Any]) -> None:
     # The teacher as its own student: it agrees with itself everywhere, so there is no gap to train on.
     level_tree["student"]["model"] = level_tree["teacher"]["model"]
-    with pytest.raises(RuntimeError, match="nothing to train on"):
+    with pytest.raises(MPAError, match="nothing to train on"):
         run_pipeline(build_config(level_tree))
 
 

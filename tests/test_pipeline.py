@@ -256,3 +256,42 @@ def test_empty_image_folder_is_a_clear_error(
     cfg_path.write_text(yaml.safe_dump(tree))
     assert main(["run", str(cfg_path)]) == 2
     assert "no images found" in capsys.readouterr().err
+
+
+def test_image_gone_before_identify_is_failed_not_answered_blind(tree: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(tree["images"]["path"], folder)
+    tree["images"]["path"] = str(folder)
+    cfg = build_config(tree)
+    run_pipeline(cfg, ["annotate"])
+    gone = sorted(folder.glob("*.png"))[0]
+    gone.unlink()
+    counts = run_pipeline(cfg, ["identify"])["identify"]["counts"]
+    run = Path(tree["run_dir"])
+    failed = [c for c in _records(run / "identify/candidates.jsonl") if c["reason"] == "failed"]
+    assert failed and all(c["image_path"] == str(gone.resolve()) for c in failed)
+    assert not any(c["selected"] for c in failed) and counts["reasons"]["failed"] == len(failed)
+    answers = {r["qa_id"]: r for r in _records(run / "identify/student_answers.jsonl")}
+    assert all(answers[c["qa_id"]]["raw"] == [] and "empty file" not in answers[c["qa_id"]]["error"] for c in failed)
+
+
+def test_new_images_change_the_annotate_fingerprint(tree: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    from mpa.errors import StageConflictError
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(tree["images"]["path"], folder)
+    tree["images"]["path"] = str(folder)
+    listing = tmp_path / "twice.txt"
+    first = sorted(folder.glob("*.png"))[0]
+    listing.write_text(f"{first}\n{first}\n")  # a path listed twice is used once
+    once = run_pipeline(build_config({**tree, "run_dir": str(tmp_path / "r2"), "images": {"path": str(listing)}}),
+                        ["annotate"])  # fmt: skip
+    assert once["annotate"]["counts"]["images"] == 1
+    run_pipeline(build_config(tree), ["annotate"])
+    shutil.copy(first, folder / "zz_new.png")
+    with pytest.raises(StageConflictError, match="changed: sources"):
+        run_pipeline(build_config(tree), ["annotate"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mpa.errors import MPAError
 from mpa.rundir import (
     JsonlWriter,
     RunDir,
@@ -36,7 +37,7 @@ def test_torn_last_line_is_repaired(tmp_path: Path) -> None:
 def test_corrupt_middle_line_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text('{"k": 1}\nnot json\n{"k": 2}\n')
-    with pytest.raises(ValueError, match=r"r\.jsonl:2: corrupt record"):
+    with pytest.raises(MPAError, match=r"r\.jsonl:2: corrupt record"):
         list(iter_jsonl(path))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from mpa import __version__
 from mpa.config import ConfigError, MPAConfig, build_config, dump_config, read_yaml, set_dotted
-from mpa.rundir import StageConflictError
+from mpa.errors import MPAError
 
 log = logging.getLogger("mpa")
 STAGES = ("annotate", "identify", "level", "evaluate")
@@ -124,7 +124,7 @@ def _add_evaluate_parser(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: runs/eval/BENCHMARK-MODEL)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, help="default 32 (128 for the OCR probe)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -144,9 +144,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  split=args.split, limit=args.limit)  # fmt: skip
     except (BenchmarkError, ValueError) as err:
         raise ConfigError(str(err).splitlines()[0]) from None
-    out = args.out or Path("runs/eval") / f"{args.benchmark}-{Path(args.model).name}"
-    metrics = evaluate_model(model, args.benchmark, samples, out, metric=args.metric,
-                             max_new_tokens=args.max_new_tokens)  # fmt: skip
+    name = Path(args.model).name + (f"+{Path(args.adapter).name}" if args.adapter else "")
+    out = args.out or Path("runs/eval") / f"{args.benchmark}-{name}"
+    ocr = (args.metric or BENCHMARKS[args.benchmark].metric) == "ocr"
+    max_new_tokens = args.max_new_tokens or (128 if ocr else 32)
+    metrics = evaluate_model(model, args.benchmark, samples, out, metric=args.metric, max_new_tokens=max_new_tokens)
     print(json.dumps({k: metrics[k] for k in ("benchmark", "metric", "n", "overall", "compat")}))
     for name, group in (("split", metrics["per_split"]), ("type", metrics["per_question_type"])):
         for key, value in group.items():
@@ -310,8 +312,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args)
         stages = args.stages.split(",") if args.command == "run" else [args.command]
         return cmd_run(args, stages)
-    except (ConfigError, StageConflictError) as err:
-        print(f"mpa: error: {err}", file=sys.stderr)
+    except (MPAError, OSError) as err:
+        if getattr(args, "verbose", False):
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        hint = " (-v shows the traceback)" if isinstance(err, OSError) else ""
+        print(f"mpa: error: {message}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mpa: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -12,9 +12,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mpa.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A config problem the user must fix; the message names the key or file and how to fix it."""
+__all__ = ["ConfigError", "MPAConfig", "build_config", "load_config"]
 
 
 class _Strict(BaseModel):
@@ -70,7 +70,7 @@ class IdentifyConfig(_Strict):
     matcher: Literal["compat", "exact", "anls", "relaxed"] = Field(
         "exact", description="compat = the paper's substring rule; exact = VQA-normalised equality."
     )
-    anls_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    anls_threshold: float = Field(0.5, gt=0.0, le=1.0)
     relaxed_tolerance: float = Field(0.05, ge=0.0)
     strategy: Literal["parity", "all", "random", "teacher_consistent", "student_fails"] = "parity"
     self_consistency: int = Field(1, ge=1, description="k sampled teacher answers (1 = greedy only).")
@@ -101,13 +101,13 @@ class LevelConfig(_Strict):
     )
     freeze_vision: bool = Field(True, description="Keep the vision tower frozen in full fine-tuning.")
     epochs: float = Field(3.0, gt=0.0)
-    max_steps: int = Field(-1, description="If > 0, overrides epochs.")
+    max_steps: int = Field(-1, ge=-1, description="If > 0, overrides epochs.")
     learning_rate: float = Field(2e-4, gt=0.0)
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    lr_scheduler: str = "cosine"
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr"] = "cosine"
     balance: Literal["none", "answer_type", "answer"] = Field(
         "none", description="Resample the gap set so answer types (or answers) are equally represented."
     )

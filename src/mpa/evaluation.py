@@ -6,6 +6,7 @@ Writes OUT_DIR/predictions.jsonl (key: qid; prompt, raw output, parsed answer, s
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -16,11 +17,12 @@ from mpa.backends import Backend, GenRequest, load_backend
 from mpa.benchmarks import BENCHMARKS, EvalSample
 from mpa.benchmarks.prompts import render_eval_prompt
 from mpa.config import ModelConfig
+from mpa.errors import ConfigError
 from mpa.images import ImageSource, load_image
 from mpa.metrics import anls, character_error_rate, compat_accuracy, relaxed_accuracy, vqa_accuracy, word_accuracy
 from mpa.parsing import parse_short_answer
-from mpa.rundir import JsonlWriter, atomic_write_json, iter_jsonl, repair_jsonl
-from mpa.stages.common import progress
+from mpa.rundir import JsonlWriter, atomic_write_json, changed_keys, done_keys, fingerprint, latest_by_key
+from mpa.stages.common import checked, model_identity, progress
 
 log = logging.getLogger(__name__)
 CHUNK = 256
@@ -40,6 +42,11 @@ def score(metric: str, prediction: str, answers: Sequence[str]) -> float:
     return float(METRICS[metric](prediction, answers))
 
 
+def _prediction_text(metric: str, raw: str) -> str:
+    """What is scored: the short answer, except for OCR, where the whole transcription counts."""
+    return " ".join(raw.split()) if metric == "ocr" else parse_short_answer(raw)
+
+
 def _predict(
     backend: Backend,
     samples: Sequence[EvalSample],
@@ -49,33 +56,32 @@ def _predict(
     metric: str,
     desc: str,
 ) -> None:
-    repair_jsonl(out)
-    done = {r["qid"] for r in iter_jsonl(out)}
+    done = done_keys(out, "qid")
     pending = [s for s in samples if s.qid not in done]
     bar = progress(total=len(samples), desc=desc, unit="q")
     bar.update(len(samples) - len(pending))
     with JsonlWriter(out) as writer:
         for start in range(0, len(pending), CHUNK):
             chunk = pending[start : start + CHUNK]
-            images = {}
-            for s in chunk:
-                if s.image_path not in images:
-                    images[s.image_path] = load_image(ImageSource(s.image_path, Path(s.image_path)))
+            images = {s.image_path: load_image(ImageSource(s.image_path, Path(s.image_path))) for s in chunk}
+            asked = [s for s in chunk if images[s.image_path].image is not None]
             requests = [
                 GenRequest(key=s.qid, prompt=render_eval_prompt(prompt_id, s.question),
                            image=images[s.image_path].image, max_new_tokens=max_new_tokens)
-                for s in chunk
+                for s in asked
             ]  # fmt: skip
+            results = {r.key: r for r in checked(requests, backend.generate(requests))} if requests else {}
             records = []
-            for s, req, res in zip(chunk, requests, backend.generate(requests), strict=True):
-                raw = res.texts[0] if res.texts else ""
-                answer = parse_short_answer(raw)
-                error = res.error or images[s.image_path].error
+            for s in chunk:
+                res = results.get(s.qid)
+                raw = res.texts[0] if res is not None and res.texts else ""
+                error = images[s.image_path].error or (res.error if res is not None else None)
+                answer = _prediction_text(metric, raw)
                 records.append({
                     "qid": s.qid, "split": s.split, "question_type": s.question_type, "question": s.question,
-                    "prompt": req.prompt, "raw": raw, "answer": answer, "answers": list(s.answers),
-                    "score": 0.0 if error else score(metric, answer, s.answers),
-                    "compat": 0.0 if error else compat_accuracy(answer, s.answers), "error": error,
+                    "prompt": render_eval_prompt(prompt_id, s.question), "raw": raw, "answer": answer,
+                    "answers": list(s.answers), "score": 0.0 if error else score(metric, answer, s.answers),
+                    "error": error,
                 })  # fmt: skip
             writer.write_many(records)
             bar.update(len(chunk))
@@ -87,7 +93,11 @@ def _mean(values: list[float]) -> float:
 
 
 def aggregate(records: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """Overall, per-split and per-question-type means of the official metric (and of compat)."""
+    """Overall, per-split and per-question-type means of the official metric (and of compat), scored here from
+    the stored answers, so a changed `metric` never reports another metric's numbers. Failed questions score 0."""
+    for r in records:
+        r["score"] = 0.0 if r.get("error") else score(metric, r["answer"], r["answers"])
+        r["compat"] = 0.0 if r.get("error") else compat_accuracy(r["answer"], r["answers"])
     groups: dict[str, dict[str, list[float]]] = {"per_split": defaultdict(list), "per_question_type": defaultdict(list)}
     for r in records:
         groups["per_split"][r["split"]].append(r["score"])
@@ -107,6 +117,22 @@ def aggregate(records: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     return out
 
 
+def _check_settings(out_dir: Path, model: ModelConfig, benchmark: str, prompt_id: str, max_new_tokens: int,
+                    metric: str) -> None:  # fmt: skip
+    """Predictions in OUT_DIR are reused only for the same model, benchmark, prompt and decoding settings."""
+    settings = {"model": model_identity(model), "benchmark": benchmark, "prompt_id": prompt_id,
+                "max_new_tokens": max_new_tokens, "ocr": metric == "ocr"}  # fmt: skip
+    path = out_dir / "settings.json"
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if fingerprint(previous) != fingerprint(settings):
+            keys = ", ".join(changed_keys(previous, settings))
+            raise ConfigError(f"{out_dir} holds predictions made with other settings (changed: {keys}); "
+                              "choose another --out or delete that folder")  # fmt: skip
+    else:
+        atomic_write_json(path, settings)
+
+
 def evaluate_model(
     model: ModelConfig,
     benchmark: str,
@@ -124,10 +150,10 @@ def evaluate_model(
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; choose one of {', '.join(sorted(METRICS))}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    _check_settings(out_dir, model, benchmark, spec.prompt_id, max_new_tokens, metric)
     preds = out_dir / "predictions.jsonl"
     own = backend is None
-    repair_jsonl(preds)
-    done = {r["qid"] for r in iter_jsonl(preds)}
+    done = done_keys(preds, "qid")
     if any(s.qid not in done for s in samples):
         backend = backend or load_backend(model)
         try:
@@ -136,7 +162,7 @@ def evaluate_model(
             if own:
                 backend.close()
     wanted = {s.qid for s in samples}
-    records = [r for r in iter_jsonl(preds) if r["qid"] in wanted]
+    records = [r for r in latest_by_key(preds, "qid").values() if r["qid"] in wanted]
     metrics = {"benchmark": benchmark, "prompt_id": spec.prompt_id, **aggregate(records, metric)}
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from PIL import Image, ImageOps
 
 from mpa.config import ConfigError, ImagesConfig
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_IMAGE_PIXELS = 16_000 * 16_000  # decompression-bomb guard: refuse anything larger
 
@@ -101,6 +103,11 @@ def list_sources(cfg: ImagesConfig) -> list[ImageSource]:
     else:
         ds = _open_dataset(cfg)
         sources = [ImageSource(f"{cfg.path}#{i}", None, i) for i in range(len(ds))]
+    unique = list(dict.fromkeys(sources))
+    if len(unique) < len(sources):
+        log.warning("images.path %s: %d paths are listed more than once; each is used once", cfg.path,
+                    len(sources) - len(unique))  # fmt: skip
+        sources = unique
     if cfg.limit is not None:
         sources = sources[: cfg.limit]
     if not sources:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mpa.config import ConfigError, MPAConfig, dump_config
+from mpa.errors import StageConflictError
 from mpa.rundir import RunDir, atomic_write_json, atomic_write_text, changed_keys, fingerprint, read_json
 from mpa.stages import annotate, evaluate, identify, level
 
@@ -19,22 +20,30 @@ log = logging.getLogger(__name__)
 STAGE_RUNNERS = {"annotate": annotate.run, "identify": identify.run, "level": level.run, "evaluate": evaluate.run}
 
 
-def stage_fingerprints(cfg: MPAConfig) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The fingerprint and settings each stage would run with (computed from the config alone)."""
-    a = annotate.stage_settings(cfg)
+def stage_fingerprints(cfg: MPAConfig, rd: RunDir) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The fingerprint and settings each stage would run with. Like the stages themselves, a stage's upstream
+    fingerprint is the finished upstream manifest's when there is one, else the one the config implies."""
+
+    def upstream(stage: str, computed: str) -> str:
+        manifest = rd.manifest(stage)
+        return manifest["fingerprint"] if manifest else computed
+
+    a = annotate.stage_settings(cfg) if Path(cfg.images.path).exists() else {"images": cfg.images.model_dump()}
     a_fp = fingerprint(a)
-    i = identify.stage_settings(cfg, a_fp)
+    i = identify.stage_settings(cfg, upstream("annotate", a_fp))
     i_fp = fingerprint(i)
-    lv = level.stage_settings(cfg, i_fp)
+    lv = level.stage_settings(cfg, upstream("identify", i_fp))
     return {"annotate": (a_fp, a), "identify": (i_fp, i), "level": (fingerprint(lv), lv)}
 
 
 def plan(cfg: MPAConfig, rd: RunDir) -> list[dict[str, Any]]:
     """What `mpa run` would do for each stage: run, resume, skip, or refuse (with the changed keys)."""
     out = []
-    fps = stage_fingerprints(cfg)
+    fps = stage_fingerprints(cfg, rd)
+    level_manifest = rd.manifest("level")
+    level_fp = level_manifest["fingerprint"] if level_manifest else fps["level"][0]
     units = {
-        f"evaluate/{role}/{evaluate.bench_label(b)}": evaluate.unit_settings(cfg, role, b, fps["level"][0])
+        f"evaluate/{role}/{evaluate.bench_label(b)}": evaluate.unit_settings(cfg, role, b, level_fp)
         for role in cfg.evaluate.models
         for b in cfg.evaluate.benchmarks
     }
@@ -59,10 +68,12 @@ def _looks_local(ref: str) -> bool:
     return ref.startswith(("/", "./", "../", "~")) or Path(ref).exists()
 
 
-def check_inputs(cfg: MPAConfig) -> None:
+def check_inputs(cfg: MPAConfig, stages: list[str] | None = None) -> None:
     """Fail fast, before anything is written, on inputs that cannot work (names the key and the fix)."""
-    evaluate.check_benchmarks(cfg)
-    if not Path(cfg.images.path).exists():
+    stages = stages or list(STAGE_RUNNERS)
+    if "evaluate" in stages:
+        evaluate.check_benchmarks(cfg)
+    if "annotate" in stages and not Path(cfg.images.path).exists():
         raise ConfigError(f"images.path: {cfg.images.path} does not exist (give a folder, .txt/.jsonl list or dataset)")
     for role in ("teacher", "student"):
         model = getattr(cfg, role)
@@ -88,15 +99,23 @@ def save_config(cfg: MPAConfig, rd: RunDir) -> Path:
 
 
 def run_pipeline(cfg: MPAConfig, stages: list[str] | None = None, *, force: bool = False) -> dict[str, dict[str, Any]]:
-    """Run `stages` (default: all) in order; returns each stage's manifest. Timings go to RUN_DIR/timings.json."""
-    check_inputs(cfg)
+    """Run `stages` (default: all) in order; returns each stage's manifest. Timings go to RUN_DIR/timings.json.
+
+    Stages that would be refused (other settings, no --force) are found before anything runs or is written."""
+    stages = stages or list(STAGE_RUNNERS)
+    check_inputs(cfg, stages)
     rd = RunDir(cfg.run_dir)
     rd.check_version()
+    if not force:
+        for row in plan(cfg, rd):
+            if row["action"] == "refuse" and row["stage"].split("/")[0] in stages:
+                raise StageConflictError(f"stage '{row['stage']}' in {rd.root} was run with other settings; "
+                                         f"{row['detail']}, or choose another --run-dir")  # fmt: skip
     save_config(cfg, rd)
     manifests: dict[str, dict[str, Any]] = {}
     timings_path = rd.root / "timings.json"
     timings = read_json(timings_path) if timings_path.exists() else {}
-    for stage in stages or list(STAGE_RUNNERS):
+    for stage in stages:
         log.info("%s: starting", stage)
         t0 = time.perf_counter()
         manifests[stage] = STAGE_RUNNERS[stage](cfg, rd, force=force)

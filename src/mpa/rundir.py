@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from mpa import __version__
+from mpa.errors import MPAError, StageConflictError
+
+__all__ = ["JsonlWriter", "RunDir", "StageConflictError", "atomic_write_json", "iter_jsonl"]
 
 SCHEMA_VERSION = 1
 STAGES = ("annotate", "identify", "level")
-
-
-class StageConflictError(RuntimeError):
-    """A stage folder holds work made with other settings."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -98,8 +97,8 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as err:
-                msg = f"{path}:{line_no}: corrupt record ({err}); delete the line or rerun with --force"
-                raise ValueError(msg) from None
+                msg = f"{path}:{line_no}: corrupt record ({err}); delete that line (or the stage folder) and rerun"
+                raise MPAError(msg) from None
 
 
 class JsonlWriter:
@@ -129,9 +128,17 @@ class JsonlWriter:
 
 
 def done_keys(path: Path, key: str) -> set[str]:
-    """Keys already written to a JSONL file (after repairing a torn tail)."""
+    """Keys written to a JSONL file without an `error` (failed records are retried on the next run)."""
     repair_jsonl(path)
-    return {str(r[key]) for r in iter_jsonl(path)}
+    return {str(r[key]) for r in iter_jsonl(path) if not r.get("error")}
+
+
+def latest_by_key(path: Path, key: str) -> dict[str, dict[str, Any]]:
+    """The last record written for each key (a retried failure supersedes the failed record), in first-seen order."""
+    out: dict[str, dict[str, Any]] = {}
+    for record in iter_jsonl(path):
+        out[str(record[key])] = record
+    return out
 
 
 def fingerprint(settings: dict[str, Any]) -> str:

@@ -90,8 +90,19 @@ class HFBackend:
         self.model = model.to(self.device).eval()
         self.batch_size = cfg.batch_size
 
+    @classmethod
+    def from_loaded(cls, cfg: ModelConfig, model: torch.nn.Module) -> HFBackend:
+        """Wrap a model already in memory (e.g. mid-training) with the processor saved in `cfg.model`."""
+        backend = cls.__new__(cls)
+        backend.cfg, backend.model, backend.batch_size = cfg, model, cfg.batch_size
+        backend.device = next(model.parameters()).device
+        backend.dtype = next(model.parameters()).dtype
+        backend.processor = load_processor(cfg)
+        return backend
+
     def close(self) -> None:
-        del self.model
+        """Free the model (safe to call twice)."""
+        self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

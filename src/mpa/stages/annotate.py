@@ -22,8 +22,17 @@ from mpa.images import ImageSource, LoadedImage, iter_images, list_sources, load
 from mpa.parsing import answer_type, parse_qa_pairs
 from mpa.prompts import AnnotatePrompt, get_annotate_prompt, load_prompt_file, render_annotate_prompt
 from mpa.records import AnnotationRecord, ImageRecord, QARecord
-from mpa.rundir import JsonlWriter, RunDir, atomic_write_text, fingerprint, iter_jsonl, repair_jsonl
-from mpa.stages.common import model_identity, progress
+from mpa.rundir import (
+    JsonlWriter,
+    RunDir,
+    atomic_write_text,
+    done_keys,
+    fingerprint,
+    iter_jsonl,
+    latest_by_key,
+    repair_jsonl,
+)
+from mpa.stages.common import checked, model_identity, progress
 
 log = logging.getLogger(__name__)
 STAGE = "annotate"
@@ -45,10 +54,16 @@ def pairs_per_call(cfg: MPAConfig, prompt: AnnotatePrompt) -> int:
     return prompt.pairs_per_call or cfg.annotate.pairs_per_image
 
 
-def stage_settings(cfg: MPAConfig) -> dict[str, Any]:
+def sources_digest(sources: list[ImageSource]) -> str:
+    """Which inputs (by name, in order): adding or removing images changes the stage's outputs."""
+    return f"{len(sources)}:" + fingerprint({"sources": [s.source for s in sources]})
+
+
+def stage_settings(cfg: MPAConfig, sources: list[ImageSource] | None = None) -> dict[str, Any]:
     """Everything that changes this stage's outputs."""
     return {
         "images": cfg.images.model_dump(),
+        "sources": sources_digest(sources if sources is not None else list_sources(cfg.images)),
         "teacher": model_identity(cfg.teacher),
         "annotate": cfg.annotate.model_dump(),
         "prompt_id": resolve_prompt(cfg).id,
@@ -89,27 +104,28 @@ def _annotation(cfg: MPAConfig, prompt: AnnotatePrompt, image_id: str, sample: i
 
 
 def _annotate_chunk(
-    cfg: MPAConfig, backend: Backend, prompt: AnnotatePrompt, work: list[tuple[str, Any]], writer: JsonlWriter
+    cfg: MPAConfig,
+    backend: Backend,
+    prompt: AnnotatePrompt,
+    work: list[tuple[str, Any]],
+    done: set[str],
+    writer: JsonlWriter,
 ) -> None:
+    """Generate for `work` [(image_id, image)]; write only samples not already done (samples are seeded per
+    (image, sample), so regenerating a request reproduces the samples that were kept)."""
     text = render_annotate_prompt(prompt, pairs_per_call(cfg, prompt))
     a = cfg.annotate
     requests = [
-        GenRequest(
-            key=image_id,
-            prompt=text,
-            image=image,
-            n=a.samples_per_image,
-            temperature=a.temperature,
-            top_p=a.top_p,
-            max_new_tokens=a.max_new_tokens,
-            seed=cfg.seed,
-        )
+        GenRequest(key=image_id, prompt=text, image=image, n=a.samples_per_image, temperature=a.temperature,
+                   top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=cfg.seed)
         for image_id, image in work
-    ]
+    ]  # fmt: skip
     records = []
-    for req, res in zip(requests, backend.generate(requests), strict=True):
-        n = a.samples_per_image if a.temperature > 0 else 1
+    n = a.samples_per_image if a.temperature > 0 else 1
+    for req, res in zip(requests, checked(requests, backend.generate(requests)), strict=True):
         for s in range(n):
+            if f"{req.key}/{s}" in done:
+                continue
             raw = res.texts[s] if res.error is None else ""
             records.append(_annotation(cfg, prompt, req.key, s, raw, res.error).model_dump())
     writer.write_many(records)
@@ -119,7 +135,8 @@ def _build_qa(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> Cou
     """Derive qa.jsonl from annotations.jsonl: parse again (pure), drop questions repeated across samples."""
     order = {image_id: i for i, image_id in enumerate(images)}
     anns = sorted(
-        iter_jsonl(sdir / "annotations.jsonl"), key=lambda r: (order.get(r["image_id"], 1 << 60), r["sample"])
+        latest_by_key(sdir / "annotations.jsonl", "key").values(),
+        key=lambda r: (order.get(r["image_id"], 1 << 60), r["sample"]),
     )
     counts: Counter[str] = Counter()
     seen: set[tuple[str, str]] = set()
@@ -148,51 +165,58 @@ def _build_qa(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> Cou
 
 def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | None = None) -> dict[str, Any]:
     """Annotate every image (resuming a stopped run); returns the stage manifest."""
-    settings = stage_settings(cfg)
+    sources = list_sources(cfg.images)
+    settings = stage_settings(cfg, sources)
     fp = fingerprint(settings)
     if not rd.begin(STAGE, fp, settings, force=force):
         log.info("annotate: already complete with these settings, skipped")
         return rd.require(STAGE)
     sdir = rd.stage_dir(STAGE)
     prompt = resolve_prompt(cfg)
-    sources = list_sources(cfg.images)
     img_file, ann_file = sdir / "images.jsonl", sdir / "annotations.jsonl"
     repair_jsonl(img_file)
     known = {r["source"]: r for r in iter_jsonl(img_file)}
-    done = {r["image_id"] for r in iter_jsonl(ann_file)} if ann_file.exists() else set()
+    done = done_keys(ann_file, "key")  # image_id/sample keys that succeeded
+    n_samples = cfg.annotate.samples_per_image if cfg.annotate.temperature > 0 else 1
+
+    def pending(image_id: str) -> bool:
+        return any(f"{image_id}/{s}" not in done for s in range(n_samples))
+
     images = {r["image_id"]: r["path"] for r in known.values() if r["status"] == "ok"}  # id -> path, in order
     own_backend = backend is None
-    with JsonlWriter(img_file) as img_w, JsonlWriter(ann_file) as ann_w:
-        bar = progress(total=len(sources), desc="annotate", unit="img")
-        for start in range(0, len(sources), CHUNK_IMAGES):
-            chunk = sources[start : start + CHUNK_IMAGES]
-            new_records, work = [], []
-            for src, loaded in _load_chunk(cfg, chunk, known, done):
-                if src.source in known:
-                    rec = known[src.source]
-                    if rec["status"] == "ok" and rec["image_id"] not in done and loaded.image is not None:
-                        work.append((rec["image_id"], loaded.image))
-                    continue
-                rec = _image_record(src, loaded, images, sdir)
-                new_records.append(rec.model_dump())
-                if rec.status == "ok":
-                    images[rec.image_id] = rec.path
-                    work.append((rec.image_id, loaded.image))
-            img_w.write_many(new_records)
-            if work:
-                if backend is None:
-                    backend = load_backend(cfg.teacher)
-                _annotate_chunk(cfg, backend, prompt, work, ann_w)
-                done.update(image_id for image_id, _ in work)
-            bar.update(len(chunk))
-        bar.close()
-    if own_backend and backend is not None:
-        backend.close()
+    try:
+        with JsonlWriter(img_file) as img_w, JsonlWriter(ann_file) as ann_w:
+            bar = progress(total=len(sources), desc="annotate", unit="img")
+            for start in range(0, len(sources), CHUNK_IMAGES):
+                chunk = sources[start : start + CHUNK_IMAGES]
+                new_records, work = [], []
+                for src, loaded in _load_chunk(cfg, chunk, known, pending):
+                    if src.source in known:
+                        rec = known[src.source]
+                        if rec["status"] == "ok" and pending(rec["image_id"]) and loaded.image is not None:
+                            work.append((rec["image_id"], loaded.image))
+                        continue
+                    rec = _image_record(src, loaded, images, sdir)
+                    new_records.append(rec.model_dump())
+                    if rec.status == "ok":
+                        images[rec.image_id] = rec.path
+                        work.append((rec.image_id, loaded.image))
+                img_w.write_many(new_records)
+                if work:
+                    if backend is None:
+                        backend = load_backend(cfg.teacher)
+                    _annotate_chunk(cfg, backend, prompt, work, done, ann_w)
+                    done.update(f"{image_id}/{s}" for image_id, _ in work for s in range(n_samples))
+                bar.update(len(chunk))
+            bar.close()
+    finally:
+        if own_backend and backend is not None:
+            backend.close()
     counts = _count(sdir, images, cfg, pairs_per_call(cfg, prompt))
     return rd.finish(STAGE, fp, settings, {"prompt_id": prompt.id, "counts": counts})
 
 
-def _load_chunk(cfg: MPAConfig, chunk: Any, known: dict[str, dict[str, Any]], done: set[str]):
+def _load_chunk(cfg: MPAConfig, chunk: Any, known: dict[str, dict[str, Any]], pending: Any):
     """Decode new sources; re-read recorded images (by their recorded path) only if their annotation is missing."""
     fresh = [s for s in chunk if s.source not in known]
     out = dict((s.source, (s, li)) for s, li in iter_images(cfg.images, fresh)) if fresh else {}
@@ -201,7 +225,7 @@ def _load_chunk(cfg: MPAConfig, chunk: Any, known: dict[str, dict[str, Any]], do
             yield out[src.source]
         else:
             rec = known[src.source]
-            path = rec["path"] if rec["status"] == "ok" and rec["image_id"] not in done else None
+            path = rec["path"] if rec["status"] == "ok" and pending(rec["image_id"]) else None
             yield src, load_image(ImageSource(src.source, Path(path))) if path else LoadedImage("", None, "n/a")
 
 
@@ -225,7 +249,7 @@ def _count(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> dict[s
             skip_reasons[str(rec["reason"]).split(":")[0]] += 1
     gen_status: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
-    for ann in iter_jsonl(sdir / "annotations.jsonl"):
+    for ann in latest_by_key(sdir / "annotations.jsonl", "key").values():
         gen_status[ann["status"]] += 1
         rejected.update(r["reason"] for r in ann["rejected"])
     qa_counts = _build_qa(sdir, images, cfg, k)

@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from mpa.backends import GenRequest, GenResult
 from mpa.config import ModelConfig
+from mpa.errors import MPAError
 
 T = TypeVar("T")
 
@@ -72,3 +74,17 @@ def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, d
         ascii=not interactive,
         leave=True,
     )
+
+
+def checked(requests: list[GenRequest], results: list[GenResult]) -> list[GenResult]:
+    """Results matched to requests by key; a batch in which every request failed stops the stage (resumable)."""
+    by_key = {r.key: r for r in results}
+    if len(by_key) != len(requests) or any(q.key not in by_key for q in requests):
+        raise MPAError("backend returned results that do not match the requests' keys")
+    ordered = [by_key[q.key] for q in requests]
+    if len(ordered) >= 4 and all(r.error for r in ordered):
+        raise MPAError(
+            f"every request of a batch of {len(ordered)} failed, e.g. {ordered[0].error}; fix the cause and rerun "
+            "the same command to resume"
+        )
+    return ordered

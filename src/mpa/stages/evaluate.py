@@ -15,7 +15,7 @@ from typing import Any
 from mpa.backends import Backend, load_backend
 from mpa.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
 from mpa.config import BenchmarkConfig, ConfigError, ModelConfig, MPAConfig
-from mpa.evaluation import evaluate_model
+from mpa.evaluation import METRICS, evaluate_model
 from mpa.rundir import RunDir, atomic_write_json, fingerprint
 from mpa.stages.common import model_identity
 
@@ -36,10 +36,18 @@ def unit_settings(cfg: MPAConfig, role: str, b: BenchmarkConfig, level_fp: str |
 
 
 def check_benchmarks(cfg: MPAConfig) -> None:
+    """Names, metrics and data layouts of the configured benchmarks, checked before any stage runs."""
     for i, b in enumerate(cfg.evaluate.benchmarks):
         if b.name not in BENCHMARKS:
             raise ConfigError(f"evaluate.benchmarks.{i}.name: unknown benchmark '{b.name}'; choose from "
                               f"{', '.join(sorted(BENCHMARKS))}")  # fmt: skip
+        if b.metric is not None and b.metric not in METRICS:
+            raise ConfigError(f"evaluate.benchmarks.{i}.metric: unknown '{b.metric}'; choose from "
+                              f"{', '.join(sorted(METRICS))}")  # fmt: skip
+        try:
+            load_benchmark(b.name, Path(b.data_dir) if b.data_dir else None, split=b.split, limit=1)
+        except BenchmarkError as err:
+            raise ConfigError(f"evaluate.benchmarks.{i} ({b.name}): {err}") from None
 
 
 def _model_for(cfg: MPAConfig, rd: RunDir, role: str) -> ModelConfig | None:
@@ -48,7 +56,10 @@ def _model_for(cfg: MPAConfig, rd: RunDir, role: str) -> ModelConfig | None:
     if role == "student_before":
         return cfg.student
     manifest = rd.manifest("level")
-    return ModelConfig(**manifest["student_after"]) if manifest else None
+    if manifest is None:
+        return None
+    trained = manifest["student_after"]  # the leveled weights; device / batch size / dtype from today's config
+    return cfg.student.model_copy(update={k: trained[k] for k in ("model", "adapter", "revision")})
 
 
 def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:

@@ -21,13 +21,13 @@ from typing import Any
 from mpa.backends import Backend, GenRequest, load_backend
 from mpa.config import IdentifyConfig, ModelConfig, MPAConfig
 from mpa.export import write_exports
-from mpa.images import ImageSource, load_image
+from mpa.images import ImageSource, LoadedImage, load_image
 from mpa.metrics import match_answers
 from mpa.parsing import parse_short_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
 from mpa.records import AnswerRecord, CandidateRecord
-from mpa.rundir import JsonlWriter, RunDir, atomic_write_text, fingerprint, iter_jsonl, repair_jsonl
-from mpa.stages.common import model_identity, progress
+from mpa.rundir import JsonlWriter, RunDir, atomic_write_text, done_keys, fingerprint, iter_jsonl, latest_by_key
+from mpa.stages.common import checked, model_identity, progress
 
 log = logging.getLogger(__name__)
 STAGE = "identify"
@@ -64,44 +64,61 @@ def _requests(cfg: MPAConfig, qas: list[dict[str, Any]], images: dict[str, Any],
 def answer_all(
     cfg: MPAConfig, model: ModelConfig, qas: list[dict[str, Any]], out: Path, *, role: str, backend: Backend | None
 ) -> None:
-    """Answer every pseudo-question not yet in `out` (greedy; plus k samples for a self-consistent teacher)."""
-    repair_jsonl(out)
-    done = {r["qa_id"] for r in iter_jsonl(out)}
+    """Answer every pseudo-question not yet answered in `out` (greedy; plus k samples for a self-consistent
+    teacher). Failed answers are recorded with their error and retried on the next run."""
+    done = done_keys(out, "qa_id")
     pending = [qa for qa in qas if qa["qa_id"] not in done]
     if not pending:
         return
     own = backend is None
-    backend = backend or load_backend(model)
     sampled = role == "teacher" and cfg.identify.self_consistency > 1
     bar = progress(total=len(qas), desc=f"identify ({role})", unit="q")
     bar.update(len(qas) - len(pending))
-    with JsonlWriter(out) as writer:
-        for start in range(0, len(pending), CHUNK_QUESTIONS):
-            chunk = pending[start : start + CHUNK_QUESTIONS]
-            images = _load_images(chunk)
-            greedy = backend.generate(_requests(cfg, chunk, images, sampled=False))
-            samples = backend.generate(_requests(cfg, chunk, images, sampled=True)) if sampled else None
-            records = []
-            for i, qa in enumerate(chunk):
-                raw = list(greedy[i].texts) + (list(samples[i].texts) if samples else [])
-                error = greedy[i].error or (samples[i].error if samples else None)
-                rec = AnswerRecord(
-                    qa_id=qa["qa_id"], raw=raw, answers=[parse_short_answer(t) for t in raw], error=error
-                )
-                records.append(rec.model_dump())
-            writer.write_many(records)
-            bar.update(len(chunk))
-    bar.close()
-    if own:
-        backend.close()
+    try:
+        with JsonlWriter(out) as writer:
+            for start in range(0, len(pending), CHUNK_QUESTIONS):
+                chunk = pending[start : start + CHUNK_QUESTIONS]
+                images = _load_images(chunk)
+                missing = [qa for qa in chunk if images[qa["image_id"]].image is None]
+                ok = [qa for qa in chunk if images[qa["image_id"]].image is not None]
+                records = [AnswerRecord(qa_id=qa["qa_id"], raw=[], answers=[], error=images[qa["image_id"]].error)
+                           for qa in missing]  # fmt: skip
+                if ok:
+                    backend = backend or load_backend(model)
+                    records += _answer(cfg, backend, ok, images, sampled)
+                writer.write_many(r.model_dump() for r in records)
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        if own and backend is not None:
+            backend.close()
 
 
-def _load_images(qas: list[dict[str, Any]]) -> dict[str, Any]:
-    images = {}
+def _answer(
+    cfg: MPAConfig, backend: Backend, qas: list[dict[str, Any]], images: dict[str, LoadedImage], sampled: bool
+) -> list[AnswerRecord]:
+    pil = {k: v.image for k, v in images.items()}
+    requests = _requests(cfg, qas, pil, sampled=False)
+    greedy = checked(requests, backend.generate(requests))
+    samples = None
+    if sampled:
+        sample_requests = _requests(cfg, qas, pil, sampled=True)
+        samples = checked(sample_requests, backend.generate(sample_requests))
+    records = []
+    for i, qa in enumerate(qas):
+        raw = list(greedy[i].texts) + (list(samples[i].texts) if samples else [])
+        error = greedy[i].error or (samples[i].error if samples else None)
+        records.append(AnswerRecord(qa_id=qa["qa_id"], raw=raw, answers=[parse_short_answer(t) for t in raw],
+                                    error=error))  # fmt: skip
+    return records
+
+
+def _load_images(qas: list[dict[str, Any]]) -> dict[str, LoadedImage]:
+    """Each image once per chunk; one that cannot be read any more gets an error, never a text-only answer."""
+    images: dict[str, LoadedImage] = {}
     for qa in qas:
         if qa["image_id"] not in images:
-            loaded = load_image(ImageSource(qa["image_path"], Path(qa["image_path"])))
-            images[qa["image_id"]] = loaded.image
+            images[qa["image_id"]] = load_image(ImageSource(qa["image_path"], Path(qa["image_path"])))
     return images
 
 
@@ -185,8 +202,8 @@ def run(
     qas = list(iter_jsonl(rd.stage_dir("annotate") / "qa.jsonl"))
     answer_all(cfg, cfg.teacher, qas, sdir / "teacher_answers.jsonl", role="teacher", backend=teacher)
     answer_all(cfg, cfg.student, qas, sdir / "student_answers.jsonl", role="student", backend=student)
-    t_ans = {r["qa_id"]: r for r in iter_jsonl(sdir / "teacher_answers.jsonl")}
-    s_ans = {r["qa_id"]: r for r in iter_jsonl(sdir / "student_answers.jsonl")}
+    t_ans = latest_by_key(sdir / "teacher_answers.jsonl", "qa_id")
+    s_ans = latest_by_key(sdir / "student_answers.jsonl", "qa_id")
     cands = [decide(qa, t_ans[qa["qa_id"]], s_ans[qa["qa_id"]], cfg.identify) for qa in qas]
     if cfg.identify.strategy == "random":
         parity_size = sum(c.teacher_agrees and not c.student_correct for c in cands if c.reason != "failed")
@@ -210,5 +227,11 @@ def _funnel(upstream: dict[str, Any], cands: list[CandidateRecord]) -> dict[str,
         "student_fails": sum(c.teacher_agrees and not c.student_correct for c in ok),
         "selected": sum(c.selected for c in cands),
         "reasons": dict(reasons),
+        # What never became a candidate, by reason: whole generations (unparseable, empty, refusal, failed) and
+        # single pairs (answer_too_long, duplicate_question, ...). Each is recorded in annotate/annotations.jsonl.
+        "rejected_at_annotate": {
+            **{k: v for k, v in upstream["counts"]["generation_status"].items() if k != "ok"},
+            **upstream["counts"]["pairs_rejected"],
+        },
         "selected_by_answer_type": dict(Counter(c.answer_type for c in cands if c.selected)),
     }

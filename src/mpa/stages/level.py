@@ -19,7 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mpa.config import LevelConfig, ModelConfig, MPAConfig
+from mpa.config import ConfigError, LevelConfig, ModelConfig, MPAConfig
+from mpa.errors import MPAError
 from mpa.metrics import match_answers, normalize_vqa_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
 from mpa.rundir import RunDir, atomic_write_json, fingerprint, iter_jsonl
@@ -92,7 +93,9 @@ def split_data(cands: list[dict[str, Any]], lvl: LevelConfig, seed: int) -> dict
     return {"gap": gap, "train": train, "retention": retention, "val": val}
 
 
-def _dataset(rows: list[dict[str, Any]]):  # -> datasets.Dataset
+def _dataset(rows: list[dict[str, Any]], max_pixels: int | None):  # -> datasets.Dataset
+    """Prompt/completion rows whose images are decoded on access exactly as at identify and evaluation time
+    (EXIF rotation, alpha on white, pixel budget), so the student trains on what it is later shown."""
     import datasets
 
     data = {
@@ -100,7 +103,22 @@ def _dataset(rows: list[dict[str, Any]]):  # -> datasets.Dataset
         "prompt": [[{"role": "user", "content": render_answer_prompt(r["question"])}] for r in rows],
         "completion": [[{"role": "assistant", "content": r["pseudo_answer"]}] for r in rows],
     }
-    return datasets.Dataset.from_dict(data).cast_column("images", datasets.List(datasets.Image()))
+
+    def decode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        batch["images"] = [[_train_image(path, max_pixels) for path in paths] for paths in batch["images"]]
+        return batch
+
+    return datasets.Dataset.from_dict(data).with_transform(decode)
+
+
+def _train_image(path: str, max_pixels: int | None) -> Any:
+    from mpa.backends.hf import fit_pixel_budget
+    from mpa.images import ImageSource, load_image
+
+    loaded = load_image(ImageSource(path, Path(path)))
+    if loaded.image is None:
+        raise MPAError(f"level: training image {path} can no longer be read ({loaded.error}); restore it and rerun")
+    return fit_pixel_budget(loaded.image, max_pixels)
 
 
 def _load_student(student: ModelConfig, lvl: LevelConfig):  # -> (model, processor)
@@ -115,10 +133,6 @@ def _load_student(student: ModelConfig, lvl: LevelConfig):  # -> (model, process
     model = AutoModelForImageTextToText.from_pretrained(
         student.model, revision=student.revision, dtype=dtype, trust_remote_code=student.trust_remote_code
     )
-    if student.adapter:  # train on top of an adapted student: fold the adapter in first
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, student.adapter).merge_and_unload()
     if lvl.method == "full" and lvl.freeze_vision:
         for name, param in model.named_parameters():
             if any(tag in name for tag in ("vision_tower", "vision_model", "visual.", "image_encoder")):
@@ -237,6 +251,11 @@ def trained_student(cfg: MPAConfig, sdir: Path) -> ModelConfig:
 def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     """Fine-tune the student on the selected set (resuming from the last checkpoint); returns the manifest."""
     upstream = rd.require("identify")
+    if cfg.student.adapter:
+        raise ConfigError(
+            "student.adapter: level trains a new adapter on the base student and cannot stack it on another; "
+            "merge the adapter into the model first (peft merge_and_unload + save_pretrained) and pass that folder"
+        )
     settings = stage_settings(cfg, upstream["fingerprint"])
     fp = fingerprint(settings)
     if not rd.begin(STAGE, fp, settings, force=force):
@@ -248,14 +267,14 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     counts = {name: len(rows) for name, rows in data.items()}
     atomic_write_json(sdir / "data_summary.json", {"counts": counts, "val_ids": [r["qa_id"] for r in data["val"]]})
     if not data["train"]:
-        raise RuntimeError(
+        raise MPAError(
             f"level: nothing to train on in {rd.stage_dir('identify')} (selected={counts['gap']}): the student already "
             "matches the teacher on every pseudo-QA, or annotation gave no usable pairs; see identify/manifest.json"
         )
     model, processor = _load_student(cfg.student, cfg.level)
-    trainer = _trainer(
-        cfg, sdir, _dataset(data["train"]), _dataset(data["val"]) if data["val"] else None, model, processor
-    )
+    px = cfg.student.max_pixels
+    val_ds = _dataset(data["val"], px) if data["val"] else None
+    trainer = _trainer(cfg, sdir, _dataset(data["train"], px), val_ds, model, processor)
     resume = any((sdir / "trainer").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
     out_dir = sdir / ("adapter" if cfg.level.method == "lora" else "model")
