@@ -231,3 +231,23 @@ def test_level_resumes_from_its_last_checkpoint(level_tree: dict[str, Any], monk
     assert steps_run == [5, 6, 7, 8]  # continued from checkpoint-4, did not start over
     steps = [h["step"] for h in json.loads((run / "level/metrics.json").read_text())["log_history"] if "loss" in h]
     assert steps == list(range(1, 9))  # one continuous training log
+
+
+def test_best_checkpoint_is_restored(level_tree: dict[str, Any]) -> None:
+    """`_restore_best` loads the best checkpoint's weights into the trained model (the Trainer's own reload
+    silently misses renamed VLM keys in transformers 5)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForImageTextToText
+
+    from mpa.stages.level import _restore_best
+
+    level_tree["level"].update({"method": "full", "max_steps": 4, "eval_steps": 2, "val_fraction": 0.3})
+    run_pipeline(build_config(level_tree))
+    ckpts = Path(level_tree["run_dir"]) / "level/trainer"
+    model = AutoModelForImageTextToText.from_pretrained(ckpts / "checkpoint-4")
+    early = AutoModelForImageTextToText.from_pretrained(ckpts / "checkpoint-2").state_dict()
+    assert any(not torch.equal(v, early[k]) for k, v in model.state_dict().items())
+    state = SimpleNamespace(best_model_checkpoint=str(ckpts / "checkpoint-2"), global_step=4, best_metric=0.1)
+    _restore_best(SimpleNamespace(state=state, model=model), "full")
+    assert all(torch.equal(v, early[k]) for k, v in model.state_dict().items())

@@ -22,7 +22,7 @@ from mpa.rundir import RunDir, atomic_write_text
 log = logging.getLogger(__name__)
 DEMO_DIR = Path(str(resources.files("mpa.demo")))
 MODELS_DIR = DEMO_DIR / "models"
-QUICK = {"pool_images": 300, "test_questions": 1500, "epochs": 6}
+QUICK = {"pool_images": 400, "test_questions": 1500, "epochs": 12, "learning_rate": 0.001}
 
 # Ablation variants (overrides of the demo config): the paper's selections, and the forgetting guards on and off.
 ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
@@ -66,6 +66,7 @@ def demo_tree(run_dir: Path, *, quick: bool = False, models_dir: Path | None = N
     if quick:
         tree["evaluate"]["benchmarks"][0]["limit"] = QUICK["test_questions"]
         tree["level"]["epochs"] = QUICK["epochs"]
+        tree["level"]["learning_rate"] = QUICK["learning_rate"]
     return tree
 
 

@@ -1,7 +1,7 @@
 """The demo world on easy-VQA (the `easy-vqa` PyPI package: 64×64 images of one coloured shape, 13 answers).
 
 The 4,000 train images are split once with a fixed seed:
-  L  (2,000)  labelled: their QAs train the teacher; the student sees only the yes/no and shape QAs of L;
+  L  (2,000)  labelled: their QAs train the teacher; the student sees only the natural yes/no QAs of L;
   U  (2,000)  the unlabeled pool MPA annotates — no code reads its labels.
 The benchmark is easy-VQA test (1,000 images, 9,673 questions), never trained on.
 

@@ -178,7 +178,7 @@ def _trainer(cfg: MPAConfig, sdir: Path, train_ds: Any, val_ds: Any, model: Any,
         save_strategy="steps",
         save_steps=eval_steps,
         save_total_limit=2,
-        load_best_model_at_end=has_val,
+        load_best_model_at_end=False,  # the Trainer's reload misses renamed VLM keys; `_restore_best` does it
         metric_for_best_model="eval_loss" if has_val else None,
         greater_is_better=False if has_val else None,
         completion_only_loss=True,
@@ -241,6 +241,23 @@ def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[dict[str, Any]
     return sum(hits) / len(hits)
 
 
+def _restore_best(trainer: Any, method: str) -> None:
+    """Load the checkpoint with the lowest label-free validation loss into the trained model (if not the last)."""
+    best = trainer.state.best_model_checkpoint
+    if not best or Path(best).name == f"checkpoint-{trainer.state.global_step}":
+        return
+    log.info("level: restoring the best checkpoint %s (validation loss %.4f)", best, trainer.state.best_metric)
+    if method == "lora":
+        from peft import load_peft_weights, set_peft_model_state_dict
+
+        set_peft_model_state_dict(trainer.model, load_peft_weights(best))
+    else:
+        from transformers import AutoModelForImageTextToText
+
+        state = AutoModelForImageTextToText.from_pretrained(best, dtype=trainer.model.dtype).state_dict()
+        trainer.model.load_state_dict(state)
+
+
 def trained_student(cfg: MPAConfig, sdir: Path) -> ModelConfig:
     """The leveled student as a model config (base + adapter, or the fully fine-tuned folder)."""
     if cfg.level.method == "lora":
@@ -277,6 +294,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     trainer = _trainer(cfg, sdir, _dataset(data["train"], px), val_ds, model, processor)
     resume = any((sdir / "trainer").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
+    _restore_best(trainer, cfg.level.method)
     out_dir = sdir / ("adapter" if cfg.level.method == "lora" else "model")
     trainer.model.config.use_cache = True  # the trainer turns the KV cache off; a saved model should generate fast
     trainer.model.save_pretrained(out_dir)
