@@ -51,6 +51,19 @@ def easyvqa_question_type(answer: str) -> str | None:
     return "color" if answer in set(easy_vqa.get_answers()) else None
 
 
+def easyvqa_split(split: str) -> tuple[list[str], list[str], list[int], dict[int, str]]:
+    """Questions, answers, image ids and image id → path of one split ("train" or "test") of the easy_vqa package."""
+    import easy_vqa
+
+    if split == "test":
+        texts, answers, image_ids = easy_vqa.get_test_questions()
+        paths = easy_vqa.get_test_image_paths()
+    else:
+        texts, answers, image_ids = easy_vqa.get_train_questions()
+        paths = easy_vqa.get_train_image_paths()
+    return list(texts), list(answers), [int(i) for i in image_ids], {int(k): v for k, v in paths.items()}
+
+
 def load_easyvqa(
     data_dir: Path | None, split: str | None, limit: int | None, cache_dir: Path | None
 ) -> list[EvalSample]:
@@ -59,12 +72,7 @@ def load_easyvqa(
 
     split = split or "test"
     check_split("easyvqa", split, ("test", "train"))
-    if split == "test":
-        texts, answers, image_ids = easy_vqa.get_test_questions()
-        paths = easy_vqa.get_test_image_paths()
-    else:
-        texts, answers, image_ids = easy_vqa.get_train_questions()
-        paths = easy_vqa.get_train_image_paths()
+    texts, answers, image_ids, paths = easyvqa_split(split)
     image_dir = Path(easy_vqa.__file__).parent / "data" / split / "images"
     types = {a: easyvqa_question_type(a) for a in set(answers)}
     samples = [

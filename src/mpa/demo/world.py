@@ -54,17 +54,10 @@ def question_type(answer: str) -> str:
 
 def load_split(split: str) -> tuple[list[QA], dict[int, str]]:
     """All QAs of easy-VQA `train` or `test`, and image id → path."""
-    import easy_vqa
+    from mpa.benchmarks.simple import easyvqa_split
 
-    if split == "train":
-        texts, answers, ids = easy_vqa.get_train_questions()
-        paths = easy_vqa.get_train_image_paths()
-    else:
-        texts, answers, ids = easy_vqa.get_test_questions()
-        paths = easy_vqa.get_test_image_paths()
-    return [QA(int(i), t, a) for t, a, i in zip(texts, answers, ids, strict=True)], {
-        int(k): v for k, v in paths.items()
-    }
+    texts, answers, ids, paths = easyvqa_split(split)
+    return [QA(i, t, a) for t, a, i in zip(texts, answers, ids, strict=True)], paths
 
 
 def split_train(ids: list[int]) -> tuple[list[int], list[int]]:
