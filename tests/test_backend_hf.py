@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from mpa.backends import GenRequest, load_backend
-from mpa.backends.hf import fit_pixel_budget
+from mpa.backends.base import fit_pixel_budget
 from mpa.config import ModelConfig
 
 PROMPTS = ["What colour is the image?", "Describe it.", "Write 3 question-answer pairs about this image as JSON."]
@@ -79,3 +79,28 @@ def test_unknown_backend_is_rejected() -> None:
     object.__setattr__(cfg, "backend", "nope")
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         load_backend(cfg)
+
+
+def test_out_of_memory_halves_the_batch_then_fails_only_the_culprit(
+    tiny_llava_dir: Path, color_images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    backend = load_backend(ModelConfig(model=str(tiny_llava_dir), batch_size=8))
+    reqs = _requests(_images(color_images, 8))
+    want = backend.generate(reqs)
+    sizes: list[int] = []
+    real = backend._generate_batch
+
+    def tight_memory(requests: list[GenRequest], rows: list) -> list:
+        sizes.append(len(rows))
+        if len(rows) > 2 or any(requests[r.index].key == "r5" for r in rows):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(requests, rows)
+
+    monkeypatch.setattr(backend, "_generate_batch", tight_memory)
+    got = backend.generate(reqs)
+    assert sizes[:3] == [8, 4, 2]  # halved until it fits
+    assert got[5].error is not None and got[5].error.startswith("OutOfMemoryError") and got[5].texts == []
+    assert [r.texts for i, r in enumerate(got) if i != 5] == [r.texts for i, r in enumerate(want) if i != 5]
+    assert all(r.error is None for i, r in enumerate(got) if i != 5)

@@ -271,6 +271,22 @@ CORPUS = [
         "prose-only", "This image shows a dog playing in a park on a sunny day.", [], status="unparseable", fmt="none"
     ),
     Case("json-without-qa", '{"caption": "a dog", "objects": ["dog", "ball"]}', [], status="unparseable", fmt="none"),
+    # --- Wrong language: labels we do not know are not guessed at; content in another language is kept --------------
+    Case("wrong-language-zh-labels", "问题：图片是什么颜色？\n答案：红色", [], status="unparseable", fmt="none"),
+    Case(
+        "wrong-language-fr-labels",
+        "Question : Quelle est la couleur ?\nRéponse : rouge",
+        [],
+        status="unparseable",
+        fmt="qa_lines",
+        rejected=[("Quelle est la couleur ?", "", "empty_answer")],
+    ),
+    Case(
+        "wrong-language-json-content",
+        '[{"question": "¿De qué color es?", "answer": "rojo"}]',
+        [("¿De qué color es?", "rojo")],
+    ),
+    Case("repeated-word-no-pairs", "red " * 200, [], status="unparseable", fmt="none"),
     Case(
         "braces-in-lines",
         "Question: What does {x} mean?\nAnswer: unknown",
@@ -292,6 +308,11 @@ def test_corpus(case: Case) -> None:
 def test_corpus_is_big_enough() -> None:
     assert len(CORPUS) >= 30
     assert len({c.id for c in CORPUS}) == len(CORPUS)
+
+
+def test_several_pairs_when_one_was_asked_keep_the_first() -> None:
+    result = parse_qa_pairs("Q: What colour?\nA: red\nQ: What shape?\nA: circle\nQ: Is it big?\nA: yes", max_pairs=1)
+    assert result.status == "ok" and result.pairs == (QAPair("What colour?", "red"),)
 
 
 def test_max_pairs_keeps_first_accepted_and_ignores_the_rest() -> None:
@@ -404,6 +425,9 @@ SHORT_ANSWERS = [
     ("answering machine", "answering machine"),
     ("", ""),
     ("   \n  ", ""),
+    ("I'm sorry, I cannot determine that from the image.", "I'm sorry, I cannot determine that from the image"),
+    ("红色", "红色"),
+    ("red\nred\nred\nred\nred\nred", "red"),
     ('""', ""),
 ]
 

@@ -2,14 +2,17 @@
 
 mpa run CONFIG.yaml                               whole pipeline from a YAML config
 mpa run --teacher T --student S --images DIR --task chartqa --run-dir runs/x
+mpa run --teacher-backend openai --teacher-base-url http://127.0.0.1:8000/v1 --teacher SERVED_NAME ...
 mpa annotate | identify | level [CONFIG] --run-dir DIR ...   one stage
 mpa validate CONFIG                               resolved config + stage plan, nothing run
 mpa export --run-dir DIR --format llava           the selected set for other fine-tuning tools
+mpa report RUN_DIR                                report.html / report.md / summary.json of a run
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -33,6 +36,15 @@ FLAG_KEYS = {
     "student": "student.model",
     "teacher_adapter": "teacher.adapter",
     "student_adapter": "student.adapter",
+    "teacher_backend": "teacher.backend",
+    "student_backend": "student.backend",
+    "teacher_base_url": "teacher.base_url",
+    "student_base_url": "student.base_url",
+    "teacher_api_key_env": "teacher.api_key_env",
+    "student_api_key_env": "student.api_key_env",
+    "engine": "engine.name",
+    "ray_address": "engine.ray_address",
+    "ray_actors": "engine.num_actors",
     "task": "annotate.task",
     "prompt_file": "annotate.prompt_file",
     "matcher": "identify.matcher",
@@ -50,6 +62,15 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student", help="student model: hub id or local folder")
     p.add_argument("--teacher-adapter", help="PEFT adapter for the teacher")
     p.add_argument("--student-adapter", help="PEFT adapter for the student")
+    for role in ("teacher", "student"):
+        p.add_argument(f"--{role}-backend", choices=["hf", "openai", "vllm"],
+                       help=f"{role}: hf = load in-process (default), openai = an OpenAI-compatible API")  # fmt: skip
+        p.add_argument(f"--{role}-base-url", help=f"{role} server endpoint, e.g. http://127.0.0.1:8000/v1")
+        p.add_argument(f"--{role}-api-key-env", metavar="VAR",
+                       help=f"NAME of the environment variable holding the {role} server's API key")  # fmt: skip
+    p.add_argument("--engine", choices=["local", "ray"], help="where generation runs (default local)")
+    p.add_argument("--ray-address", help="engine ray: 'auto' or ray://HOST:10001 (default: a local Ray instance)")
+    p.add_argument("--ray-actors", type=int, help="engine ray: number of actors, e.g. one per GPU (default 2)")
     p.add_argument("--task", help="annotation preset: textvqa, stvqa, chartqa, okvqa, generic, *-paper")
     p.add_argument("--prompt-file", help="your own annotation prompt ({k} = number of QA pairs)")
     p.add_argument("--matcher", choices=["compat", "exact", "anls", "relaxed"], help="answer matcher for PI")
@@ -64,8 +85,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="redo stages whose settings changed (and the ones after)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings, errors and the result")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (mpa) and tracebacks on errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,14 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=Path, help="teacher/ and student/ folders (default: the bundled ones)")
     p.add_argument("--out", type=Path, help="train-models: output folder (default: the package's demo/models)")
     p.add_argument("--force", action="store_true", help="redo stages whose settings changed")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings, errors and the result")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (mpa) and tracebacks on errors")
     p = sub.add_parser("validate", help="print the resolved config and the stage plan; run nothing")
     _add_config_flags(p)
     p = sub.add_parser("export", help="export the selected set as LLaVA-JSON or ShareGPT")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--format", choices=["llava", "sharegpt"], default="llava")
     p.add_argument("--out", type=Path, help="output file (default: RUN_DIR/identify/export/parity_FORMAT.json)")
+    p = sub.add_parser("report", help="write RUN_DIR/report.html, report.md and summary.json from a run's files")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (finished or not)")
     return parser
 
 
@@ -181,7 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for name, row in rows.items():
             print(f"  {name:<28} after {_pct(row.get('student_after')):>7}  gap closed {_pct(row.get('gap_closed')):>7}"
                   f"  selected {row.get('selected')}  trained on {row.get('trained_on')}")  # fmt: skip
-    print(f"summary: {args.run_dir / 'summary.json'}")
+    _print_report(args.run_dir)
     return 0
 
 
@@ -209,12 +232,21 @@ def resolve_config(args: argparse.Namespace) -> MPAConfig:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
-    if getattr(args, "verbose", False):
-        level = logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "urllib3", "filelock", "datasets"):
+    """-q: warnings and errors only, no progress bar anywhere (ours, the trainer's, Hugging Face's); -v: mpa's
+    debug log. Off a terminal, Hugging Face's redrawn bars are off too (ours print a plain line every 30 s)."""
+    from mpa.stages.common import set_progress
+
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip
+    if verbose:
+        logging.getLogger("mpa").setLevel(logging.DEBUG)
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    set_progress(not quiet)
+    if quiet or not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model loading ("Loading weights") bars
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -239,7 +271,32 @@ def cmd_run(args: argparse.Namespace, stages: list[str]) -> int:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
     manifests = run_pipeline(cfg, stages, force=args.force)
     _print_summary(manifests)
-    print(f"summary: {Path(cfg.run_dir) / 'summary.json'}")
+    _print_report(Path(cfg.run_dir))
+    return 0
+
+
+def _print_report(run_dir: Path) -> None:
+    """The report of a finished `mpa run` / `mpa demo`; a failure here never fails the run (rerun `mpa report`)."""
+    from mpa import distributed
+    from mpa.report import write_report
+
+    if not distributed.is_main():
+        return
+    try:
+        paths = write_report(run_dir)
+    except Exception as err:  # the run itself succeeded; say so and how to retry
+        log.warning("the report could not be written (%s: %s); rerun `mpa report %s`", type(err).__name__, err,
+                    run_dir)  # fmt: skip
+        print(f"summary: {run_dir / 'summary.json'}")
+        return
+    print(f"summary: {paths['summary']}\nreport: {paths['html']} (and {paths['md'].name})")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mpa.report import write_report
+
+    paths = write_report(args.run_dir)
+    print(f"report: {paths['html']}\nmarkdown: {paths['md']}\nsummary: {paths['summary']}")
     return 0
 
 
@@ -297,6 +354,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# Disk full, file too large, quota, read-only or permission denied: the run stops and is resumable.
+RESOURCE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
@@ -306,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_validate(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
         if args.command == "demo":
@@ -317,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         hint = " (-v shows the traceback)" if isinstance(err, OSError) else ""
+        if isinstance(err, OSError) and err.errno in RESOURCE_ERRNOS:
+            hint = "; free disk space or fix permissions, then rerun the same command to resume (finished work is kept)"
         print(f"mpa: error: {message}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

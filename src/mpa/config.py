@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mpa.errors import ConfigError
 
@@ -22,10 +22,16 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    """A vision-language model: a hub id or local folder loadable with `AutoModelForImageTextToText`."""
+    """A vision-language model: a hub id or local folder loaded in-process (`backend: hf`), or a model served
+    behind an OpenAI-compatible `/v1/chat/completions` endpoint (`backend: openai`: vLLM, SGLang, TGI,
+    `transformers serve`, hosted APIs)."""
 
-    model: str = Field(description="Hub id or local folder of the checkpoint.")
-    backend: Literal["hf"] = Field("hf", description="Generation backend.")
+    model: str = Field(
+        description="Hub id or local folder of the checkpoint; for backend openai the served model name."
+    )
+    backend: Literal["hf", "openai", "vllm"] = Field(
+        "hf", description="Generation backend: in-process HF, an OpenAI-compatible server, or in-process vLLM."
+    )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     adapter: str | None = Field(None, description="Optional PEFT adapter folder applied on top of `model`.")
     device: str = Field("auto", description="'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:1', ...")
@@ -37,6 +43,41 @@ class ModelConfig(_Strict):
     max_pixels: int | None = Field(None, ge=1, description="Pixel budget ceiling (the paper: 512*28*28 for Qwen2-VL).")
     trust_remote_code: bool = False
     attn_implementation: str | None = Field(None, description="e.g. 'sdpa', 'flash_attention_2'.")
+    # backend openai only (hf ignores them); see mpa/backends/openai_api.py.
+    base_url: str | None = Field(
+        None, validate_default=True, description="backend openai: the endpoint, e.g. http://127.0.0.1:8000/v1."
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="backend openai: NAME of the environment variable holding the API key (the key itself is never "
+        "stored); unset = the placeholder 'EMPTY' that local servers accept.",
+    )
+    concurrency: int = Field(8, ge=1, description="backend openai: requests in flight (keeps a batching server full).")
+    timeout_s: float = Field(120.0, gt=0, description="backend openai: per-request timeout; a timeout is retried.")
+    max_retries: int = Field(
+        5,
+        ge=0,
+        description="backend openai: retries after 429/5xx/timeouts/dropped connections (exponential "
+        "backoff with jitter, never sooner than the server's Retry-After).",
+    )
+    supports_n: bool | None = Field(
+        None,
+        description="backend openai: the server returns n samples per request; None = detect, falling back "
+        "to n requests with distinct seeds when fewer come back (`transformers serve` ignores n).",
+    )
+    image_format: Literal["png", "jpeg"] = Field("png", description="backend openai: how images are encoded.")
+    cost_per_1k_prompt_tokens: float | None = Field(
+        None, ge=0, description="USD per 1,000 prompt tokens, to report a cost with the usage in stage manifests."
+    )
+    cost_per_1k_completion_tokens: float | None = Field(None, ge=0, description="USD per 1,000 completion tokens.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_for_openai(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("backend") == "openai":
+            raise ValueError("required when backend is 'openai' (e.g. http://127.0.0.1:8000/v1)")
+        return value
 
 
 class ImagesConfig(_Strict):
@@ -151,6 +192,20 @@ class ExportConfig(_Strict):
     formats: list[Literal["llava", "sharegpt"]] = Field(default_factory=lambda: ["llava", "sharegpt"])
 
 
+class EngineConfig(_Strict):
+    """Where generation runs: in this process (`local`), or fanned out over a Ray cluster (`ray`): a pool of
+    actors, each holding one backend (an HF model on its GPU, or an OpenAI client for its node's server). The
+    engine never changes outputs, so it is not part of any stage fingerprint."""
+
+    name: Literal["local", "ray"] = Field("local", description="local = this process; ray = a Ray actor pool.")
+    ray_address: str | None = Field(
+        None, description="ray: None = start a local Ray instance; 'auto' or ray://HOST:10001 = join a cluster."
+    )
+    num_actors: int = Field(2, ge=1, description="ray: backends working in parallel (e.g. one per GPU).")
+    num_gpus_per_actor: float = Field(0.0, ge=0.0, description="ray: GPUs reserved per actor (1 for an HF model).")
+    num_cpus_per_actor: float = Field(1.0, gt=0.0, description="ray: CPUs reserved per actor.")
+
+
 class MPAConfig(_Strict):
     """A whole run: inputs, models, and one section per stage."""
 
@@ -164,6 +219,7 @@ class MPAConfig(_Strict):
     level: LevelConfig = Field(default_factory=LevelConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
 
     @field_validator("run_dir")
     @classmethod
@@ -181,6 +237,8 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
             problems.append(f"unknown key '{key}' (remove it or check its spelling)")
         elif e["type"] == "missing":
             problems.append(f"missing required key '{key}'")
+        elif key.endswith("api_key_env"):  # never echo what may be a pasted key
+            problems.append(f"'{key}': must be the NAME of an environment variable, e.g. OPENAI_API_KEY")
         else:
             problems.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
     return f"{source}: " + "; ".join(problems)
@@ -201,7 +259,7 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse `key.path=value`; the value is read as YAML so numbers, booleans and lists work."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like section.key=value")
+        raise ConfigError(f"--set {text}: an override must look like section.key=value, e.g. level.epochs=2")
     key, raw = text.split("=", 1)
     return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
 

@@ -11,10 +11,13 @@ import hashlib
 import io
 import json
 import logging
+import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from mpa.config import ConfigError, ImagesConfig
@@ -22,6 +25,9 @@ from mpa.config import ConfigError, ImagesConfig
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_IMAGE_PIXELS = 16_000 * 16_000  # decompression-bomb guard: refuse anything larger
+MAX_DECODED_PIXELS = 4096 * 4096  # larger images are downscaled on decode (above every processor's own budget)
+MIN_SIDE = 32  # smaller sides are upscaled (nearest): some processors reject images under 28 px
+MAX_ASPECT = 100.0  # longer/shorter side; beyond it no VLM processor gives a usable image (Qwen2-VL refuses > 200)
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,22 @@ class ImageSource:
 
 
 def _list_folder(root: Path) -> list[ImageSource]:
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    return [ImageSource(str(p), p) for p in paths]
+    """Files named like images, or with no extension at all (a misnamed or extension-less file may still be an
+    image; one that is not is recorded as skipped with a reason). Symlinks are listed even when broken, so they
+    are accounted for. Hidden files and folders are not inputs; other files (captions, CSVs) are counted in a log
+    line."""
+    paths, ignored = [], Counter[str]()
+    for p in root.rglob("*"):
+        if any(part.startswith(".") for part in p.relative_to(root).parts) or not (p.is_symlink() or p.is_file()):
+            continue
+        if p.suffix.lower() in IMAGE_SUFFIXES or not p.suffix:
+            paths.append(p)
+        else:
+            ignored[p.suffix.lower()] += 1
+    if ignored:
+        log.info("images.path %s: ignored %d files that are not images by name (%s)", root, sum(ignored.values()),
+                 ", ".join(f"{n} {suffix}" for suffix, n in ignored.most_common()))  # fmt: skip
+    return [ImageSource(str(p), p) for p in sorted(paths)]
 
 
 def _list_file(list_path: Path, key: str) -> list[ImageSource]:
@@ -111,7 +131,10 @@ def list_sources(cfg: ImagesConfig) -> list[ImageSource]:
     if cfg.limit is not None:
         sources = sources[: cfg.limit]
     if not sources:
-        raise ConfigError(f"images.path {cfg.path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise ConfigError(
+            f"images.path {cfg.path}: no images found (looked for files named {', '.join(sorted(IMAGE_SUFFIXES))} or "
+            "without an extension); point images.path at a folder of images, a .txt/.jsonl list or a saved dataset"
+        )
     return sources
 
 
@@ -127,21 +150,60 @@ class LoadedImage:
     error: str | None = None
 
 
+class ImageRejected(ValueError):
+    """An image that decodes but that no model can use (the message is the reason recorded)."""
+
+
 def decode_image(data: bytes) -> Image.Image:
-    """Decode bytes to an RGB image (EXIF rotation applied, first frame of animations, alpha on white)."""
+    """Decode bytes to an RGB image: EXIF rotation applied, first frame of an animation, alpha composited on white,
+    16/32-bit and float images scaled to 8 bits, huge images downscaled and tiny ones upscaled (aspect kept)."""
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        # Pillow only warns between 1x and 2x its limit; anything over our limit is refused outright.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _decode(data)
+
+
+def _decode(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as img:
         img.seek(0)
+        w, h = img.size
+        if min(w, h) < 1 or max(w, h) / min(w, h) > MAX_ASPECT:
+            raise ImageRejected(f"extreme aspect ratio {w}x{h} (more than {MAX_ASPECT:g}:1)")
+        if w * h > MAX_DECODED_PIXELS:
+            img.draft("RGB", _fit(w, h, MAX_DECODED_PIXELS))  # JPEG: decode at reduced scale; others: no-op
         img = ImageOps.exif_transpose(img)
         img.load()
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-            canvas.paste(rgba, mask=rgba.getchannel("A"))
-            return canvas
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            img = img.point(lambda v: v / 256).convert("L")
-        return img.convert("RGB")
+        img = _to_rgb(img)
+    w, h = img.size
+    if w * h > MAX_DECODED_PIXELS:
+        img = img.resize(_fit(w, h, MAX_DECODED_PIXELS), Image.Resampling.BICUBIC)
+    if min(w, h) < MIN_SIDE:
+        scale = MIN_SIDE / min(w, h)
+        img = img.resize((max(MIN_SIDE, round(w * scale)), max(MIN_SIDE, round(h * scale))), Image.Resampling.NEAREST)
+    return img
+
+
+def _fit(w: int, h: int, max_pixels: int) -> tuple[int, int]:
+    scale = (max_pixels / (w * h)) ** 0.5
+    return max(1, int(w * scale)), max(1, int(h * scale))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if img.mode.startswith(("I;16", "I", "F")):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        top = 65535.0 if img.mode.startswith("I;16") or (lo >= 0 and hi <= 65535 and hi > 255) else max(hi, 1.0)
+        if img.mode == "F" and hi <= 1.0:
+            top = 1.0
+        arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    return img.convert("RGB")
 
 
 def read_bytes(src: ImageSource, dataset=None) -> bytes:
@@ -173,8 +235,12 @@ def load_image(src: ImageSource, dataset=None) -> LoadedImage:
         return LoadedImage(image_id, None, "empty file")
     try:
         return LoadedImage(image_id, decode_image(data))
-    except Image.DecompressionBombError as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         return LoadedImage(image_id, None, f"too large: {err}")
+    except ImageRejected as err:
+        return LoadedImage(image_id, None, f"unusable image: {err}")
+    except MemoryError:
+        return LoadedImage(image_id, None, "too large: out of memory while decoding")
     except Exception as err:
         return LoadedImage(image_id, None, f"not a decodable image: {type(err).__name__}: {err}")
 

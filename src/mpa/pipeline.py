@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mpa import distributed
 from mpa.config import ConfigError, MPAConfig, dump_config
 from mpa.errors import StageConflictError
+from mpa.report import current_environment, write_summary
 from mpa.rundir import RunDir, atomic_write_json, atomic_write_text, changed_keys, fingerprint, read_json
 from mpa.stages import annotate, evaluate, identify, level
 
@@ -77,7 +79,8 @@ def check_inputs(cfg: MPAConfig, stages: list[str] | None = None) -> None:
         raise ConfigError(f"images.path: {cfg.images.path} does not exist (give a folder, .txt/.jsonl list or dataset)")
     for role in ("teacher", "student"):
         model = getattr(cfg, role)
-        if _looks_local(model.model) and not (Path(model.model).expanduser() / "config.json").exists():
+        served = model.backend == "openai"  # a served model name, not necessarily a folder here
+        if not served and _looks_local(model.model) and not (Path(model.model).expanduser() / "config.json").exists():
             raise ConfigError(
                 f"{role}.model: {model.model} is not a model folder (no config.json); give a local checkpoint "
                 "folder or a hub id"
@@ -93,8 +96,10 @@ def check_inputs(cfg: MPAConfig, stages: list[str] | None = None) -> None:
 
 
 def save_config(cfg: MPAConfig, rd: RunDir) -> Path:
+    """The resolved config and the package versions of this invocation (config.yaml, environment.json)."""
     path = rd.root / "config.yaml"
     atomic_write_text(path, dump_config(cfg))
+    atomic_write_json(rd.root / "environment.json", current_environment())
     return path
 
 
@@ -111,7 +116,13 @@ def run_pipeline(cfg: MPAConfig, stages: list[str] | None = None, *, force: bool
             if row["action"] == "refuse" and row["stage"].split("/")[0] in stages:
                 raise StageConflictError(f"stage '{row['stage']}' in {rd.root} was run with other settings; "
                                          f"{row['detail']}, or choose another --run-dir")  # fmt: skip
-    save_config(cfg, rd)
+    if distributed.world_size() > 1 and stages != ["level"]:
+        raise ConfigError(
+            f"under torchrun/accelerate ({distributed.world_size()} processes) run only the level stage: "
+            "`torchrun --nproc_per_node N -m mpa.cli level CONFIG`; run the other stages in one process"
+        )
+    if distributed.is_main():
+        save_config(cfg, rd)
     manifests: dict[str, dict[str, Any]] = {}
     timings_path = rd.root / "timings.json"
     timings = read_json(timings_path) if timings_path.exists() else {}
@@ -122,28 +133,12 @@ def run_pipeline(cfg: MPAConfig, stages: list[str] | None = None, *, force: bool
         elapsed = time.perf_counter() - t0
         if manifests[stage].get("finished_at", 0) >= time.time() - elapsed - 1:
             timings[stage] = round(elapsed, 2)  # only record stages that actually ran now
-        atomic_write_json(timings_path, timings)
+        if distributed.is_main():
+            atomic_write_json(timings_path, timings)
         log.info("%s: done in %.1f s — %s", stage, elapsed, _headline(stage, manifests[stage]))
-    write_summary(rd)
+    if distributed.is_main():
+        write_summary(rd)  # the report (`mpa report`, mpa.report.write_report) is left to the caller
     return manifests
-
-
-def write_summary(rd: RunDir) -> dict[str, Any]:
-    """RUN_DIR/summary.json from the stage files: benchmark table, parity funnel, seconds per stage."""
-    timings = read_json(rd.root / "timings.json") if (rd.root / "timings.json").exists() else {}
-    eval_path = rd.stage_dir("evaluate") / "summary.json"
-    identify_m = rd.manifest("identify")
-    level_m = rd.manifest("level")
-    summary = {
-        "benchmarks": read_json(eval_path) if eval_path.exists() else {},
-        "parity": identify_m["counts"] if identify_m else {},
-        "level": {k: level_m.get(k) for k in ("counts", "val_accuracy_before", "val_accuracy_after", "output")}
-        if level_m
-        else {},
-        "timings_s": {**timings, "total": round(sum(timings.values()), 2)},
-    }
-    atomic_write_json(rd.root / "summary.json", summary)
-    return summary
 
 
 def _headline(stage: str, manifest: dict[str, Any]) -> str:

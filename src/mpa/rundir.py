@@ -13,6 +13,7 @@ is refused (naming the changed keys) unless forced, in which case it and every l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mpa import __version__
+from mpa.counts import stage_io
 from mpa.errors import MPAError, StageConflictError
 
 __all__ = ["JsonlWriter", "RunDir", "StageConflictError", "atomic_write_json", "iter_jsonl"]
@@ -42,6 +44,9 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, f"{err.strerror} while writing", str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -113,12 +118,17 @@ class JsonlWriter:
     def write_many(self, records: Iterable[dict[str, Any]]) -> None:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if text:
-            self._handle.write(text)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+            try:
+                self._handle.write(text)
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            except OSError as err:  # disk full, quota: name the file; a torn tail is repaired on the next run
+                raise OSError(err.errno, f"{err.strerror} while writing", str(self.path)) from err
 
     def close(self) -> None:
-        self._handle.close()
+        # Fails only after a failed write (already raised); what reached the disk is repaired on the next run.
+        with contextlib.suppress(OSError):
+            self._handle.close()
 
     def __enter__(self) -> JsonlWriter:
         return self
@@ -238,6 +248,7 @@ class RunDir:
             "finished_at": time.time(),
             **outputs,
         }
+        manifest["io"] = stage_io(stage.split("/")[0], manifest)
         atomic_write_json(self.manifest_path(stage), manifest)
         return manifest
 

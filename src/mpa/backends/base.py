@@ -6,6 +6,7 @@ Backends own batching, padding, devices and retries. Stages build `GenRequest`s 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,3 +56,13 @@ def sample_seed(seed: int, key: str, sample: int) -> int:
     """A per-(request, sample) seed, so a sample does not depend on batch composition or resume point."""
     digest = hashlib.sha256(f"{seed}\x00{key}\x00{sample}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def fit_pixel_budget(image: Image.Image, max_pixels: int | None) -> Image.Image:
+    """Downscale (aspect kept) so the image has at most `max_pixels` pixels. Every backend uses this one function,
+    so the same config shows every backend the same pixels."""
+    if max_pixels is None or image.width * image.height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (image.width * image.height))
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC)

@@ -8,14 +8,12 @@ similar lengths; CUDA + bf16 is chosen when present, CPU fp32 otherwise. Samplin
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig, LogitsProcessorList
 
-from mpa.backends.base import GenRequest, GenResult, sample_seed
+from mpa.backends.base import GenRequest, GenResult, fit_pixel_budget, sample_seed
 from mpa.backends.sampling import SeededGumbelSampler
 from mpa.config import ModelConfig
 
@@ -34,15 +32,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     return getattr(torch, dtype)
-
-
-def fit_pixel_budget(image: Image.Image, max_pixels: int | None) -> Image.Image:
-    """Downscale (aspect kept) so the image has at most `max_pixels` pixels."""
-    if max_pixels is None or image.width * image.height <= max_pixels:
-        return image
-    scale = math.sqrt(max_pixels / (image.width * image.height))
-    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-    return image.resize(size, Image.Resampling.BICUBIC)
 
 
 def load_processor(cfg: ModelConfig, model_path: str | None = None):  # -> transformers.ProcessorMixin

@@ -5,7 +5,8 @@ Inputs: the images named by `cfg.images`. Outputs in RUN_DIR/annotate/:
   annotations.jsonl   every teacher generation with its raw text and parse status (key: image_id/sample)
   qa.jsonl            accepted pseudo-QA pairs, derived from annotations.jsonl when the stage ends (key: qa_id)
   images/             copies of images that came from a HF dataset (so later stages and exports have paths)
-  manifest.json       counts, written last
+  usage.jsonl         token counts of every generate call (summed into the manifest's `usage`)
+  manifest.json       counts and token usage, written last
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from mpa.rundir import (
     latest_by_key,
     repair_jsonl,
 )
-from mpa.stages.common import checked, model_identity, progress
+from mpa.stages.common import checked, chunk_size, model_identity, progress
+from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
 
 log = logging.getLogger(__name__)
 STAGE = "annotate"
@@ -120,9 +122,11 @@ def _annotate_chunk(
                    top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=cfg.seed)
         for image_id, image in work
     ]  # fmt: skip
+    results = checked(requests, backend.generate(requests))
+    record_usage(writer.path.parent / USAGE_FILE, "teacher", results)
     records = []
     n = a.samples_per_image if a.temperature > 0 else 1
-    for req, res in zip(requests, checked(requests, backend.generate(requests)), strict=True):
+    for req, res in zip(requests, results, strict=True):
         for s in range(n):
             if f"{req.key}/{s}" in done:
                 continue
@@ -187,8 +191,9 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
     try:
         with JsonlWriter(img_file) as img_w, JsonlWriter(ann_file) as ann_w:
             bar = progress(total=len(sources), desc="annotate", unit="img")
-            for start in range(0, len(sources), CHUNK_IMAGES):
-                chunk = sources[start : start + CHUNK_IMAGES]
+            step = chunk_size(CHUNK_IMAGES, cfg.engine, cfg.teacher.batch_size)
+            for start in range(0, len(sources), step):
+                chunk = sources[start : start + step]
                 new_records, work = [], []
                 for src, loaded in _load_chunk(cfg, chunk, known, pending):
                     if src.source in known:
@@ -204,7 +209,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
                 img_w.write_many(new_records)
                 if work:
                     if backend is None:
-                        backend = load_backend(cfg.teacher)
+                        backend = load_backend(cfg.teacher, cfg.engine)
                     _annotate_chunk(cfg, backend, prompt, work, done, ann_w)
                     done.update(f"{image_id}/{s}" for image_id, _ in work for s in range(n_samples))
                 bar.update(len(chunk))
@@ -213,7 +218,8 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
         if own_backend and backend is not None:
             backend.close()
     counts = _count(sdir, images, cfg, pairs_per_call(cfg, prompt))
-    return rd.finish(STAGE, fp, settings, {"prompt_id": prompt.id, "counts": counts})
+    usage = usage_summary(sdir / USAGE_FILE, {"teacher": cfg.teacher})
+    return rd.finish(STAGE, fp, settings, {"prompt_id": prompt.id, "counts": counts, "usage": usage})
 
 
 def _load_chunk(cfg: MPAConfig, chunk: Any, known: dict[str, dict[str, Any]], pending: Any):

@@ -89,7 +89,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
                         )
                     except BenchmarkError as err:
                         raise ConfigError(f"evaluate.benchmarks ({b.name}): {err}") from None
-                backend = backend or load_backend(model)
+                backend = backend or load_backend(model, cfg.engine)
                 metrics = evaluate_model(model, b.name, samples[label], rd.stage_dir(unit), metric=b.metric,
                                          max_new_tokens=cfg.evaluate.max_new_tokens, backend=backend,
                                          desc=f"evaluate {role} on {label}")  # fmt: skip

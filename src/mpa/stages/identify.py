@@ -7,7 +7,8 @@ RUN_DIR/identify/:
   candidates.jsonl   the decision on every pseudo-QA with its reason (written when the stage ends)
   parity.jsonl       the selected samples (a subset of candidates.jsonl)
   export/            the selected set as LLaVA-JSON and ShareGPT
-  manifest.json      funnel counts, written last
+  usage.jsonl        token counts of every generate call (summed per model into the manifest's `usage`)
+  manifest.json      funnel counts and token usage, written last
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from mpa.parsing import parse_short_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
 from mpa.records import AnswerRecord, CandidateRecord
 from mpa.rundir import JsonlWriter, RunDir, atomic_write_text, done_keys, fingerprint, iter_jsonl, latest_by_key
-from mpa.stages.common import checked, model_identity, progress
+from mpa.stages.common import checked, chunk_size, model_identity, progress
+from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
 
 log = logging.getLogger(__name__)
 STAGE = "identify"
@@ -76,16 +78,17 @@ def answer_all(
     bar.update(len(qas) - len(pending))
     try:
         with JsonlWriter(out) as writer:
-            for start in range(0, len(pending), CHUNK_QUESTIONS):
-                chunk = pending[start : start + CHUNK_QUESTIONS]
+            step = chunk_size(CHUNK_QUESTIONS, cfg.engine, model.batch_size)
+            for start in range(0, len(pending), step):
+                chunk = pending[start : start + step]
                 images = _load_images(chunk)
                 missing = [qa for qa in chunk if images[qa["image_id"]].image is None]
                 ok = [qa for qa in chunk if images[qa["image_id"]].image is not None]
                 records = [AnswerRecord(qa_id=qa["qa_id"], raw=[], answers=[], error=images[qa["image_id"]].error)
                            for qa in missing]  # fmt: skip
                 if ok:
-                    backend = backend or load_backend(model)
-                    records += _answer(cfg, backend, ok, images, sampled)
+                    backend = backend or load_backend(model, cfg.engine)
+                    records += _answer(cfg, backend, ok, images, sampled, out.parent / USAGE_FILE, role)
                 writer.write_many(r.model_dump() for r in records)
                 bar.update(len(chunk))
     finally:
@@ -95,15 +98,23 @@ def answer_all(
 
 
 def _answer(
-    cfg: MPAConfig, backend: Backend, qas: list[dict[str, Any]], images: dict[str, LoadedImage], sampled: bool
+    cfg: MPAConfig,
+    backend: Backend,
+    qas: list[dict[str, Any]],
+    images: dict[str, LoadedImage],
+    sampled: bool,
+    usage_path: Path,
+    role: str,
 ) -> list[AnswerRecord]:
     pil = {k: v.image for k, v in images.items()}
     requests = _requests(cfg, qas, pil, sampled=False)
     greedy = checked(requests, backend.generate(requests))
+    record_usage(usage_path, role, greedy)
     samples = None
     if sampled:
         sample_requests = _requests(cfg, qas, pil, sampled=True)
         samples = checked(sample_requests, backend.generate(sample_requests))
+        record_usage(usage_path, role, samples)
     records = []
     for i, qa in enumerate(qas):
         raw = list(greedy[i].texts) + (list(samples[i].texts) if samples else [])
@@ -212,7 +223,8 @@ def run(
     selected = [c for c in cands if c.selected]
     atomic_write_text(sdir / "parity.jsonl", "".join(c.model_dump_json() + "\n" for c in selected))
     exports = write_exports(selected, sdir / "export", cfg.export.formats)
-    return rd.finish(STAGE, fp, settings, {"counts": _funnel(upstream, cands), "exports": exports})
+    usage = usage_summary(sdir / USAGE_FILE, {"teacher": cfg.teacher, "student": cfg.student})
+    return rd.finish(STAGE, fp, settings, {"counts": _funnel(upstream, cands), "exports": exports, "usage": usage})
 
 
 def _funnel(upstream: dict[str, Any], cands: list[CandidateRecord]) -> dict[str, Any]:

@@ -13,18 +13,21 @@ prompt/completion rows, loss on the answer tokens only). Outputs in RUN_DIR/leve
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mpa import distributed
 from mpa.config import ConfigError, LevelConfig, ModelConfig, MPAConfig
 from mpa.errors import MPAError
 from mpa.metrics import match_answers, normalize_vqa_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
 from mpa.rundir import RunDir, atomic_write_json, fingerprint, iter_jsonl
-from mpa.stages.common import model_identity
+from mpa.stages.common import model_identity, progress
 
 log = logging.getLogger(__name__)
 STAGE = "level"
@@ -112,7 +115,7 @@ def _dataset(rows: list[dict[str, Any]], max_pixels: int | None):  # -> datasets
 
 
 def _train_image(path: str, max_pixels: int | None) -> Any:
-    from mpa.backends.hf import fit_pixel_budget
+    from mpa.backends.base import fit_pixel_budget
     from mpa.images import ImageSource, load_image
 
     loaded = load_image(ImageSource(path, Path(path)))
@@ -150,7 +153,7 @@ def _use_bf16(lvl: LevelConfig, device: Any) -> bool:
 
 def _trainer(cfg: MPAConfig, sdir: Path, train_ds: Any, val_ds: Any, model: Any, processor: Any):  # -> SFTTrainer
     from peft import LoraConfig
-    from transformers import EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from mpa.backends.hf import resolve_device
@@ -190,7 +193,7 @@ def _trainer(cfg: MPAConfig, sdir: Path, train_ds: Any, val_ds: Any, model: Any,
         dataloader_num_workers=0,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        disable_tqdm=False,
+        disable_tqdm=True,  # our own bar (`_step_bar`): rate + ETA, line mode off a terminal, off with -q
     )
     peft_config = None
     if lvl.method == "lora":
@@ -202,15 +205,50 @@ def _trainer(cfg: MPAConfig, sdir: Path, train_ds: Any, val_ds: Any, model: Any,
             task_type="CAUSAL_LM",
         )
     callbacks = [EarlyStoppingCallback(lvl.early_stopping_patience)] if has_val and lvl.early_stopping_patience else []
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=processor,
         peft_config=peft_config,
-        callbacks=callbacks,
+        callbacks=[*callbacks, _step_bar()],
     )
+    trainer.remove_callback(PrinterCallback)  # it print()s every log dict; the bar shows the losses instead
+    return trainer
+
+
+def _step_bar():  # -> TrainerCallback
+    """Training steps on the same progress bar as every other stage, with the latest loss and validation loss
+    (one bar, on the main process, when several train)."""
+    from transformers import TrainerCallback
+
+    class StepBar(TrainerCallback):
+        bar: Any = None
+        shown: dict[str, str] = {}  # noqa: RUF012 (one instance per training)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                self.bar = progress(total=state.max_steps, desc="level (train)", unit="step")
+                self.bar.update(state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            logs = logs or {}
+            log.debug("level: step %s %s", state.global_step, logs)
+            latest = {k: f"{logs[k]:.4g}" for k in ("loss", "eval_loss") if isinstance(logs.get(k), float | int)}
+            if latest and self.bar is not None:
+                self.shown = {**self.shown, **latest}
+                self.bar.set_postfix(self.shown, refresh=False)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    return StepBar()
 
 
 def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[dict[str, Any]]) -> float | None:
@@ -258,6 +296,21 @@ def _restore_best(trainer: Any, method: str) -> None:
         trainer.model.load_state_dict(state)
 
 
+def last_complete_checkpoint(trainer_dir: Path) -> str | None:
+    """The newest checkpoint the Trainer finished saving, or None. Checkpoints are not written atomically and
+    `trainer_state.json` is written last, so a folder without a readable one is a save cut short by a crash: it is
+    removed, and training resumes from the previous checkpoint."""
+    found = [p for p in trainer_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for ckpt in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(ckpt)
+        except (OSError, ValueError):
+            log.warning("level: %s was cut short by a crash (no complete trainer_state.json); removing it", ckpt)
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
 def trained_student(cfg: MPAConfig, sdir: Path) -> ModelConfig:
     """The leveled student as a model config (base + adapter, or the fully fine-tuned folder)."""
     if cfg.level.method == "lora":
@@ -275,14 +328,19 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
         )
     settings = stage_settings(cfg, upstream["fingerprint"])
     fp = fingerprint(settings)
-    if not rd.begin(STAGE, fp, settings, force=force):
+    # Under torchrun every process trains; only the main one writes the run directory (the others wait for it).
+    proceed = rd.begin(STAGE, fp, settings, force=force) if distributed.is_main() else True
+    distributed.barrier()
+    if not proceed or (not distributed.is_main() and rd.is_complete(STAGE, fp)):
         log.info("level: already complete with these settings, skipped")
         return rd.require(STAGE)
     sdir = rd.stage_dir(STAGE)
     cands = list(iter_jsonl(rd.stage_dir("identify") / "candidates.jsonl"))
     data = split_data(cands, cfg.level, cfg.seed)
     counts = {name: len(rows) for name, rows in data.items()}
-    atomic_write_json(sdir / "data_summary.json", {"counts": counts, "val_ids": [r["qa_id"] for r in data["val"]]})
+    if distributed.is_main():
+        val_ids = [r["qa_id"] for r in data["val"]]
+        atomic_write_json(sdir / "data_summary.json", {"counts": counts, "val_ids": val_ids})
     if not data["train"]:
         raise MPAError(
             f"level: nothing to train on in {rd.stage_dir('identify')} (selected={counts['gap']}): the student already "
@@ -292,14 +350,21 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     px = cfg.student.max_pixels
     val_ds = _dataset(data["val"], px) if data["val"] else None
     trainer = _trainer(cfg, sdir, _dataset(data["train"], px), val_ds, model, processor)
-    resume = any((sdir / "trainer").glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    if distributed.is_main():
+        last_complete_checkpoint(sdir / "trainer")  # removes a checkpoint torn by a crash
+    distributed.barrier()
+    resume = last_complete_checkpoint(sdir / "trainer")
+    trainer.train(resume_from_checkpoint=resume)
     _restore_best(trainer, cfg.level.method)
+    if not distributed.is_main():
+        distributed.barrier()  # the main process saves, validates and writes the manifest
+        return rd.require(STAGE)
     out_dir = sdir / ("adapter" if cfg.level.method == "lora" else "model")
     trainer.model.config.use_cache = True  # the trainer turns the KV cache off; a saved model should generate fast
     trainer.model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    outputs: dict[str, Any] = {"counts": counts, "output": str(out_dir), "resumed": resume}
+    outputs: dict[str, Any] = {"counts": counts, "output": str(out_dir), "resumed": resume is not None,
+                               "resumed_from": Path(resume).name if resume else None}  # fmt: skip
     if cfg.level.method == "lora" and cfg.level.merge:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(sdir / "merged")
@@ -318,7 +383,10 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     atomic_write_json(sdir / "metrics.json", metrics)
     outputs.update({k: v for k, v in metrics.items() if k != "log_history"})
     outputs["student_after"] = after.model_dump()
-    return rd.finish(STAGE, fp, settings, outputs)
+    outputs["world_size"] = distributed.world_size()
+    manifest = rd.finish(STAGE, fp, settings, outputs)
+    distributed.barrier()
+    return manifest
 
 
 def _best(history: list[dict[str, Any]]) -> dict[str, Any] | None:
