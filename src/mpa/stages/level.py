@@ -356,12 +356,14 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     resume = last_complete_checkpoint(sdir / "trainer")
     trainer.train(resume_from_checkpoint=resume)
     _restore_best(trainer, cfg.level.method)
-    if not distributed.is_main():
-        distributed.barrier()  # the main process saves, validates and writes the manifest
-        return rd.require(STAGE)
     out_dir = sdir / ("adapter" if cfg.level.method == "lora" else "model")
     trainer.model.config.use_cache = True  # the trainer turns the KV cache off; a saved model should generate fast
-    trainer.model.save_pretrained(out_dir)
+    # Every process calls save_model: under FSDP / ZeRO-3 it gathers the sharded weights; only rank 0 writes.
+    trainer.save_model(str(out_dir))
+    if not distributed.is_main():
+        distributed.barrier()  # the main process validates and writes the manifest
+        return rd.require(STAGE)
+    (out_dir / "training_args.bin").unlink(missing_ok=True)  # the Trainer's pickle; settings are in the manifest
     processor.save_pretrained(out_dir)
     outputs: dict[str, Any] = {"counts": counts, "output": str(out_dir), "resumed": resume is not None,
                                "resumed_from": Path(resume).name if resume else None}  # fmt: skip
