@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)  ## `mpa demo`: MPA on easy-VQA with the bundled tiny teacher and student, offline (about 5 minutes)
+demo: $(STAMP)  ## `mpa demo`: MPA on easy-VQA with the bundled tiny teacher and student, offline (about 7 minutes on 2 CPU cores)
 	.venv/bin/mpa demo
 
 smoke: $(STAMP)  ## tiny teacher + student, 20 images, the whole pipeline, offline (about 1 minute)

@@ -33,7 +33,7 @@ from mpa.rundir import (
     latest_by_key,
     repair_jsonl,
 )
-from mpa.stages.common import checked, chunk_size, model_identity, progress
+from mpa.stages.common import checked, chunk_size, model_identity, prefetched, progress
 from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,10 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
         with JsonlWriter(img_file) as img_w, JsonlWriter(ann_file) as ann_w:
             bar = progress(total=len(sources), desc="annotate", unit="img")
             step = chunk_size(CHUNK_IMAGES, cfg.engine, cfg.teacher.batch_size)
-            for start in range(0, len(sources), step):
-                chunk = sources[start : start + step]
+            chunks = (sources[start : start + step] for start in range(0, len(sources), step))
+            for chunk, loaded_chunk in prefetched(chunks, lambda c: list(_load_chunk(cfg, c, known, pending))):
                 new_records, work = [], []
-                for src, loaded in _load_chunk(cfg, chunk, known, pending):
+                for src, loaded in loaded_chunk:
                     if src.source in known:
                         rec = known[src.source]
                         if rec["status"] == "ok" and pending(rec["image_id"]) and loaded.image is not None:

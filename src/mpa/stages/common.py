@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -15,6 +16,8 @@ from mpa.config import EngineConfig, ModelConfig
 from mpa.errors import MPAError
 
 T = TypeVar("T")
+U = TypeVar("U")
+PREFETCH = True  # load the next chunk while generating (benchmarks/stage_throughput.py turns it off to compare)
 
 
 def _file_digest(path: Path, edge_bytes: int = 1 << 16) -> str:
@@ -132,3 +135,24 @@ def checked(requests: list[GenRequest], results: list[GenResult]) -> list[GenRes
 def chunk_size(base: int, engine: EngineConfig, batch_size: int) -> int:
     """Items per write step: `base` locally; with the Ray engine, enough for two batches per actor."""
     return base if engine.name == "local" else max(base, 2 * engine.num_actors * batch_size)
+
+
+def prefetched(chunks: Iterable[T], load: Callable[[T], U]) -> Iterator[tuple[T, U]]:
+    """`(chunk, load(chunk))` in order, loading the next chunk in a background thread while the caller works on
+    this one: image reading and decoding (Pillow releases the GIL) overlap generation. At most two chunks are
+    held at once."""
+    if not PREFETCH:
+        yield from ((chunk, load(chunk)) for chunk in chunks)
+        return
+    it = iter(chunks)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpa-prefetch") as pool:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        future = pool.submit(load, chunk)
+        for upcoming in it:
+            upcoming_future = pool.submit(load, upcoming)
+            yield chunk, future.result()
+            chunk, future = upcoming, upcoming_future
+        yield chunk, future.result()

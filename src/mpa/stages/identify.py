@@ -28,7 +28,7 @@ from mpa.parsing import parse_short_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
 from mpa.records import AnswerRecord, CandidateRecord
 from mpa.rundir import JsonlWriter, RunDir, atomic_write_text, done_keys, fingerprint, iter_jsonl, latest_by_key
-from mpa.stages.common import checked, chunk_size, model_identity, progress
+from mpa.stages.common import checked, chunk_size, model_identity, prefetched, progress
 from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,8 @@ def answer_all(
     try:
         with JsonlWriter(out) as writer:
             step = chunk_size(CHUNK_QUESTIONS, cfg.engine, model.batch_size)
-            for start in range(0, len(pending), step):
-                chunk = pending[start : start + step]
-                images = _load_images(chunk)
+            chunks = (pending[start : start + step] for start in range(0, len(pending), step))
+            for chunk, images in prefetched(chunks, _load_images):
                 missing = [qa for qa in chunk if images[qa["image_id"]].image is None]
                 ok = [qa for qa in chunk if images[qa["image_id"]].image is not None]
                 records = [AnswerRecord(qa_id=qa["qa_id"], raw=[], answers=[], error=images[qa["image_id"]].error)
