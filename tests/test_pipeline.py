@@ -295,3 +295,41 @@ def test_new_images_change_the_annotate_fingerprint(tree: dict[str, Any], tmp_pa
     shutil.copy(first, folder / "zz_new.png")
     with pytest.raises(StageConflictError, match="changed: sources"):
         run_pipeline(build_config(tree), ["annotate"])
+
+
+class Flaky:
+    """A real backend whose requests fail when their key is in `failing` (like a flaky API answering 500s)."""
+
+    def __init__(self, cfg: Any, failing: set[str]) -> None:
+        self.inner, self.name, self.failing = load_backend(cfg), "hf", failing
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        ok = [r for r in requests if r.key not in self.failing]
+        by_key = {r.key: r for r in self.inner.generate(ok)} if ok else {}
+        return [by_key.get(r.key) or GenResult(key=r.key, error="APIError: 503 overloaded") for r in requests]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_retry_failed_reopens_finished_stages_and_redoes_what_follows(
+    tree: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = run_pipeline(build_config({**tree, "run_dir": str(tmp_path / "ref")}), ["annotate", "identify"])
+    cfg = build_config(tree)
+    failing = {r["image_id"] for r in _records(tmp_path / "ref/annotate/images.jsonl")[:5]}
+    monkeypatch.setattr(annotate, "load_backend", lambda model, engine=None: Flaky(model, failing))
+    first = run_pipeline(cfg, ["annotate", "identify"])
+    assert first["annotate"]["io"]["failed"] == {"generation failed": 5}
+    assert first["identify"]["counts"]["parseable"] < ref["identify"]["counts"]["parseable"]
+    monkeypatch.undo()
+    again = run_pipeline(cfg, ["annotate", "identify"])  # a plain rerun keeps the finished stages
+    assert again["annotate"]["finished_at"] == first["annotate"]["finished_at"]
+    retried = run_pipeline(cfg, ["annotate", "identify"], retry_failed=True)
+    assert retried["annotate"]["io"]["failed"] == {} and retried["annotate"]["counts"] == ref["annotate"]["counts"]
+    assert retried["identify"]["counts"] == ref["identify"]["counts"]  # identify was redone on the full set
+    run = Path(tree["run_dir"])
+    anns = _records(run / "annotate/annotations.jsonl")
+    assert len(anns) == 20 + 5  # only the 5 failed generations were redone (the failed records stay, superseded)
+    for rel in ["annotate/qa.jsonl", "identify/candidates.jsonl", "identify/parity.jsonl"]:
+        assert (run / rel).read_text() == (tmp_path / "ref" / rel).read_text()

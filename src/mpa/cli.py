@@ -85,6 +85,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="redo stages whose settings changed (and the ones after)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="retry the failed requests of finished stages (and redo the stages built on them)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings, errors and the result")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (mpa) and tracebacks on errors")
 
@@ -269,7 +271,7 @@ def cmd_run(args: argparse.Namespace, stages: list[str]) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
-    manifests = run_pipeline(cfg, stages, force=args.force)
+    manifests = run_pipeline(cfg, stages, force=args.force, retry_failed=args.retry_failed)
     _print_summary(manifests)
     _print_report(Path(cfg.run_dir))
     return 0

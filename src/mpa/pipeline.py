@@ -7,6 +7,7 @@ config and times them. Python users can call `run_pipeline` directly.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from mpa import distributed
 from mpa.config import ConfigError, MPAConfig, dump_config
 from mpa.errors import StageConflictError
 from mpa.report import current_environment, write_summary
-from mpa.rundir import RunDir, atomic_write_json, atomic_write_text, changed_keys, fingerprint, read_json
+from mpa.rundir import STAGES, RunDir, atomic_write_json, atomic_write_text, changed_keys, fingerprint, read_json
 from mpa.stages import annotate, evaluate, identify, level
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,30 @@ def check_inputs(cfg: MPAConfig, stages: list[str] | None = None) -> None:
         )
 
 
+def reopen_failed(rd: RunDir, stages: list[str]) -> list[str]:
+    """Reopen finished stages whose manifest counts failed requests (a flaky API, an OOM): their manifest is
+    removed, so the next run resumes them and retries only the failed records (kept records are not redone), and
+    the work built on them — later pipeline stages and the leveled student's evaluations — is cleared to be redone.
+    Returns the reopened stages and evaluation units."""
+    reopened: list[str] = []
+    units = [s for s in STAGES if s in stages]
+    if "evaluate" in stages:
+        units += [str(p.parent.relative_to(rd.root)) for p in sorted(rd.root.glob("evaluate/*/*/manifest.json"))]
+    for unit in units:
+        manifest = rd.manifest(unit)
+        if manifest is None or not (manifest.get("io") or {}).get("failed"):
+            continue
+        log.warning("%s: reopening to retry %s", unit, manifest["io"]["failed"])
+        rd.manifest_path(unit).unlink()
+        reopened.append(unit)
+        if unit in STAGES:
+            for later in STAGES[STAGES.index(unit) + 1 :]:
+                rd.clear_from(later)
+            for after in rd.root.glob("evaluate/student_after/*"):
+                shutil.rmtree(after, ignore_errors=True)
+    return reopened
+
+
 def save_config(cfg: MPAConfig, rd: RunDir) -> Path:
     """The resolved config and the package versions of this invocation (config.yaml, environment.json)."""
     path = rd.root / "config.yaml"
@@ -103,14 +128,19 @@ def save_config(cfg: MPAConfig, rd: RunDir) -> Path:
     return path
 
 
-def run_pipeline(cfg: MPAConfig, stages: list[str] | None = None, *, force: bool = False) -> dict[str, dict[str, Any]]:
+def run_pipeline(
+    cfg: MPAConfig, stages: list[str] | None = None, *, force: bool = False, retry_failed: bool = False
+) -> dict[str, dict[str, Any]]:
     """Run `stages` (default: all) in order; returns each stage's manifest. Timings go to RUN_DIR/timings.json.
 
-    Stages that would be refused (other settings, no --force) are found before anything runs or is written."""
+    Stages that would be refused (other settings, no --force) are found before anything runs or is written.
+    With `retry_failed`, finished stages that recorded failed requests are reopened first (see `reopen_failed`)."""
     stages = stages or list(STAGE_RUNNERS)
     check_inputs(cfg, stages)
     rd = RunDir(cfg.run_dir)
     rd.check_version()
+    if retry_failed:
+        reopen_failed(rd, stages)
     if not force:
         for row in plan(cfg, rd):
             if row["action"] == "refuse" and row["stage"].split("/")[0] in stages:

@@ -138,7 +138,7 @@ class JsonlWriter:
 
 
 def done_keys(path: Path, key: str) -> set[str]:
-    """Keys written to a JSONL file without an `error` (failed records are retried on the next run)."""
+    """Keys written to a JSONL file without an `error` (failed records are retried when the stage resumes)."""
     repair_jsonl(path)
     return {str(r[key]) for r in iter_jsonl(path) if not r.get("error")}
 

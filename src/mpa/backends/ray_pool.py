@@ -81,7 +81,7 @@ class RayBackend:
         for batch, ref in zip(batches, refs, strict=True):
             try:
                 results.extend(ray.get(ref))
-            except RayError as err:  # a dead actor or node: this batch fails, is recorded, and is retried next run
+            except RayError as err:  # a dead actor or node: the batch is recorded failed (retried on resume)
                 message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500]
                 results.extend(GenResult(key=r.key, error=message) for r in batch)
         return results

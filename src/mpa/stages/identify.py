@@ -67,7 +67,8 @@ def answer_all(
     cfg: MPAConfig, model: ModelConfig, qas: list[dict[str, Any]], out: Path, *, role: str, backend: Backend | None
 ) -> None:
     """Answer every pseudo-question not yet answered in `out` (greedy; plus k samples for a self-consistent
-    teacher). Failed answers are recorded with their error and retried on the next run."""
+    teacher). Failed answers are recorded with their error and retried when the stage resumes (or by
+    `--retry-failed`)."""
     done = done_keys(out, "qa_id")
     pending = [qa for qa in qas if qa["qa_id"] not in done]
     if not pending:
