@@ -333,3 +333,29 @@ def test_retry_failed_reopens_finished_stages_and_redoes_what_follows(
     assert len(anns) == 20 + 5  # only the 5 failed generations were redone (the failed records stay, superseded)
     for rel in ["annotate/qa.jsonl", "identify/candidates.jsonl", "identify/parity.jsonl"]:
         assert (run / rel).read_text() == (tmp_path / "ref" / rel).read_text()
+
+
+def test_changing_only_the_decision_rule_reuses_the_answers(
+    tree: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mpa.errors import StageConflictError
+
+    run = Path(tree["run_dir"])
+    exact = run_pipeline(build_config(tree), ["annotate", "identify"])["identify"]["counts"]
+    answers = {n: (run / "identify" / n).read_bytes() for n in ("teacher_answers.jsonl", "student_answers.jsonl")}
+    tree["identify"] = {"matcher": "compat", "strategy": "teacher_consistent"}
+    with pytest.raises(StageConflictError, match=r"identify\.matcher"):
+        run_pipeline(build_config(tree), ["identify"])
+
+    def no_model(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a model was loaded although only the decision rule changed")
+
+    monkeypatch.setattr(identify, "load_backend", no_model)
+    counts = run_pipeline(build_config(tree), ["identify"], force=True)["identify"]["counts"]
+    assert {n: (run / "identify" / n).read_bytes() for n in answers} == answers
+    assert counts["selected"] == counts["teacher_consistent"] and counts["parseable"] == exact["parseable"]
+    cands = _records(run / "identify/candidates.jsonl")
+    assert all(c["selected"] == c["teacher_agrees"] for c in cands if c["reason"] != "failed")
+    tree["identify"]["max_new_tokens"] = 8  # changes the answers themselves: they are asked for again
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        run_pipeline(build_config(tree), ["identify"], force=True)

@@ -27,7 +27,16 @@ from mpa.metrics import match_answers
 from mpa.parsing import parse_short_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
 from mpa.records import AnswerRecord, CandidateRecord
-from mpa.rundir import JsonlWriter, RunDir, atomic_write_text, done_keys, fingerprint, iter_jsonl, latest_by_key
+from mpa.rundir import (
+    JsonlWriter,
+    RunDir,
+    atomic_write_text,
+    done_keys,
+    fingerprint,
+    iter_jsonl,
+    latest_by_key,
+    read_json,
+)
 from mpa.stages.common import checked, chunk_size, model_identity, prefetched, progress
 from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
 
@@ -206,10 +215,13 @@ def run(
     upstream = rd.require("annotate")
     settings = stage_settings(cfg, upstream["fingerprint"])
     fp = fingerprint(settings)
+    reusable = _reusable_answers(rd, settings) if force else {}
     if not rd.begin(STAGE, fp, settings, force=force):
         log.info("identify: already complete with these settings, skipped")
         return rd.require(STAGE)
     sdir = rd.stage_dir(STAGE)
+    for name, data in reusable.items():  # only the decision rule changed: the models' answers still hold
+        (sdir / name).write_bytes(data)
     qas = list(iter_jsonl(rd.stage_dir("annotate") / "qa.jsonl"))
     answer_all(cfg, cfg.teacher, qas, sdir / "teacher_answers.jsonl", role="teacher", backend=teacher)
     answer_all(cfg, cfg.student, qas, sdir / "student_answers.jsonl", role="student", backend=student)
@@ -225,6 +237,29 @@ def run(
     exports = write_exports(selected, sdir / "export", cfg.export.formats)
     usage = usage_summary(sdir / USAGE_FILE, {"teacher": cfg.teacher, "student": cfg.student})
     return rd.finish(STAGE, fp, settings, {"counts": _funnel(upstream, cands), "exports": exports, "usage": usage})
+
+
+# Settings that change only how answers are judged and selected, not the answers themselves.
+DECISION_KEYS = ("matcher", "anls_threshold", "relaxed_tolerance", "strategy", "self_consistency_min_share")
+ANSWER_FILES = ("teacher_answers.jsonl", "student_answers.jsonl", USAGE_FILE)
+
+
+def _answer_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    ident = {k: v for k, v in settings.get("identify", {}).items() if k not in DECISION_KEYS}
+    return {**settings, "identify": ident}
+
+
+def _reusable_answers(rd: RunDir, settings: dict[str, Any]) -> dict[str, bytes]:
+    """The answer files of a previous identify run that differs only in DECISION_KEYS (e.g. another matcher), so
+    a forced redo re-decides without asking either model again."""
+    sdir = rd.stage_dir(STAGE)
+    previous = rd.manifest(STAGE) or (read_json(sdir / "started.json") if (sdir / "started.json").exists() else None)
+    if previous is None or _answer_settings(previous.get("settings", {})) != _answer_settings(settings):
+        return {}
+    kept = {name: (sdir / name).read_bytes() for name in ANSWER_FILES if (sdir / name).exists()}
+    if kept:
+        log.info("identify: only the decision rule changed; reusing %s", ", ".join(kept))
+    return kept
 
 
 def _funnel(upstream: dict[str, Any], cands: list[CandidateRecord]) -> dict[str, Any]:
