@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -165,7 +165,10 @@ def test_permission_denied_is_recorded() -> None:
     assert out.stdout.strip().startswith("unreadable: PermissionError")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same 150 examples on every run (CI stays reproducible); the example below was found by a
+# random run (a flipped BMP header byte that claims 503 Mpx) and is kept.
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@example(fmt="BMP", cuts=[(21, 1)], keep=54)
 @given(
     fmt=st.sampled_from(["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"]),
     cuts=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=6),
@@ -179,7 +182,8 @@ def test_corrupted_bytes_never_raise(fmt: str, cuts: list[tuple[int, int]], keep
             data[pos % len(data)] = value
     loaded = _load_bytes(bytes(data[:keep] if keep < len(data) else data))
     if loaded.image is None:
-        assert loaded.error and loaded.error.split(":")[0] in {"empty file", "not a decodable image", "unusable image"}
+        reasons = {"empty file", "not a decodable image", "unusable image", "too large"}
+        assert loaded.error and loaded.error.split(":")[0] in reasons
     else:
         assert loaded.image.mode == "RGB" and min(loaded.image.size) >= MIN_SIDE
 

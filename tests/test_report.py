@@ -21,6 +21,7 @@ import yaml
 
 from mpa.cli import main
 from mpa.report import GALLERY_SIZE, write_report
+from mpa.report_md import cell
 from mpa.rundir import iter_jsonl
 from tests.test_pipeline import make_tree
 
@@ -112,6 +113,14 @@ def test_report_numbers_are_the_run_files_numbers(quiet_run: tuple[Path, Any], c
     )
     # Training curves come from the trainer's log history, with the label-free validation loss.
     history = json.loads((run / "level/metrics.json").read_text())["log_history"]
+    # The leveled student's held-out answers (level/val_predictions.jsonl) are the gallery's "student after".
+    val = [json.loads(line) for line in (run / "level/val_predictions.jsonl").read_text().splitlines()]
+    level_m = json.loads((run / "level/manifest.json").read_text())
+    assert val and sum(r["correct"] for r in val) / len(val) == level_m["val_accuracy_after"]
+    gallery = md.split("## Gallery")[1].split("## What")[0]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in gallery.splitlines() if line.startswith("| ")]
+    after = [r[4] for r in rows if r[0] not in ("question", "---")]
+    assert any(a != "—" for a in after) and {a for a in after if a != "—"} <= {cell(r["answer"]) for r in val}
     assert any("eval_loss" in h for h in history) and "best validation loss" in md
 
 

@@ -319,6 +319,9 @@ def collect(run_dir: Path | str) -> RunReport:
     if status["evaluate"] == "complete" and "student_after" not in str(summary["benchmarks"]):
         missing["changes"] = "no before/after comparison: the leveled student was not evaluated"
     cands = list(iter_jsonl(rd.stage_dir("identify") / "candidates.jsonl")) if status["identify"] == "complete" else []
+    after = {r["qa_id"]: r for r in iter_jsonl(rd.stage_dir("level") / "val_predictions.jsonl")}
+    cands = [{**c, "after": after.get(c["qa_id"])} for c in cands]
+    held_out_first = sorted(cands, key=lambda c: c["after"] is None)  # stable: file order within each group
     ident = rd.manifest("identify") or {}
     config_path = rd.root / "config.yaml"
     env, recorded = environment(rd)
@@ -329,8 +332,8 @@ def collect(run_dir: Path | str) -> RunReport:
         funnel=funnel(rd),
         strategy=(ident.get("settings") or {}).get("identify", {}).get("strategy"),
         curves=curves(rd),
-        selected=spread([c for c in cands if c["selected"]], lambda c: c["answer_type"], GALLERY_SIZE),
-        rejected=spread([c for c in cands if not c["selected"]], lambda c: c["reason"], GALLERY_SIZE),
+        selected=spread([c for c in held_out_first if c["selected"]], lambda c: c["answer_type"], GALLERY_SIZE),
+        rejected=spread([c for c in held_out_first if not c["selected"]], lambda c: c["reason"], GALLERY_SIZE),
         changes=changes,
         config_text=config_path.read_text(encoding="utf-8") if config_path.exists() else None,
         environment=env,

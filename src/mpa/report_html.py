@@ -178,9 +178,15 @@ def _card(row: dict[str, Any]) -> str:
         f"<dt>pseudo-answer</dt><dd>{short(row['pseudo_answer'], 80)}</dd>"
         f'<dt>teacher</dt><dd class="{teacher_cls}">{short(row["teacher_answer"], 80)}</dd>'
         f'<dt>student before</dt><dd class="{student_cls}">{short(row["student_answer"], 80)}</dd>'
-        f'<dt>student after</dt><dd class="na">—</dd></dl>'
+        f"<dt>student after</dt>{_after(row.get('after'))}</dl>"
         f'<span class="badge">{e(row["reason"])}</span></figcaption></figure>'
     )
+
+
+def _after(after: dict[str, Any] | None) -> str:
+    if after is None:
+        return '<dd class="na">—</dd>'
+    return f'<dd class="{"ok" if after["correct"] else "bad"}">{short(after["answer"], 80)}</dd>'
 
 
 def _gallery(report: RunReport) -> str:
@@ -190,10 +196,10 @@ def _gallery(report: RunReport) -> str:
         why = "the level stage has not finished"
         if lv:
             acc = f"{pct(lv.get('val_accuracy_before'))} → {pct(lv.get('val_accuracy_after'))}"
-            why = ("the leveled student is not re-asked these pseudo-questions; the level stage records only its "
-                   f"label-free validation accuracy ({acc})")  # fmt: skip
-        out.append('<p class="note">Green: the answer matches the pseudo-answer. “Student after” is not recorded '
-                   f"(—): {e(why)}.</p>")  # fmt: skip
+            why = ("the leveled student answers only the held-out validation pseudo-QAs, shown first (label-free "
+                   f"validation accuracy {acc}); the others were trained on or not teacher-consistent")  # fmt: skip
+        out.append('<p class="note">Green: the answer matches the pseudo-answer. “Student after” is shown where '
+                   f"recorded, — elsewhere: {e(why)}.</p>")  # fmt: skip
     for title, rows in (("Selected: the student's knowledge gaps", report.selected),
                         ("Rejected (by reason)", report.rejected)):  # fmt: skip
         if rows:

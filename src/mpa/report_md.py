@@ -63,9 +63,10 @@ def _gallery(report: RunReport) -> list[str]:
     out = []
     for title, rows in (("Selected (knowledge gaps)", report.selected), ("Rejected", report.rejected)):
         out += [f"**{title}**", ""]
-        out += table(["question", "pseudo-answer", "teacher", "student (before)", "decision"],
+        out += table(["question", "pseudo-answer", "teacher", "student (before)", "student (after)", "decision"],
                      [[cell(r["question"]), cell(r["pseudo_answer"]), cell(r["teacher_answer"]),
-                       cell(r["student_answer"]), cell(r["reason"])] for r in rows])  # fmt: skip
+                       cell(r["student_answer"]), cell(r["after"]["answer"]) if r.get("after") else "—",
+                       cell(r["reason"])] for r in rows])  # fmt: skip
         out.append("")
     return out
 
@@ -102,8 +103,8 @@ def render_markdown(report: RunReport) -> str:
                   f"(step {c.train[-1][0]}){best} (`{c.source}`).", ""]  # fmt: skip
     lines += ["## Gallery", "", *_missing(report, "gallery")]
     if report.selected or report.rejected:
-        lines += ["The student's answer after leveling is not recorded per pseudo-question (the level stage stores "
-                  "only its label-free validation accuracy).", "", *_gallery(report)]  # fmt: skip
+        lines += ["The leveled student's answer is recorded for the held-out validation pseudo-QAs only (shown "
+                  "first); — elsewhere.", "", *_gallery(report)]  # fmt: skip
     lines += ["## What the student gained and lost", "", *_missing(report, "changes")]
     for c in report.changes:
         lines += _changes(c)

@@ -26,7 +26,7 @@ from mpa.config import ConfigError, LevelConfig, ModelConfig, MPAConfig
 from mpa.errors import MPAError
 from mpa.metrics import match_answers, normalize_vqa_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
-from mpa.rundir import RunDir, atomic_write_json, fingerprint, iter_jsonl
+from mpa.rundir import RunDir, atomic_write_json, atomic_write_text, fingerprint, iter_jsonl
 from mpa.stages.common import model_identity, progress
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,9 @@ def _step_bar():  # -> TrainerCallback
     return StepBar()
 
 
-def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[dict[str, Any]]) -> float | None:
-    """Share of held-out teacher-consistent QAs the model answers like the pseudo-answer (label-free)."""
+def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[dict[str, Any]], out: Path) -> float | None:
+    """Share of held-out teacher-consistent QAs the model answers like the pseudo-answer (label-free). Each answer
+    is written to `out` (val_predictions.jsonl: the report shows them as "student after")."""
     if not val:
         return None
     from mpa.backends import GenRequest, load_backend
@@ -271,11 +272,15 @@ def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[dict[str, Any]
     finally:
         backend.close()
     ident = cfg.identify
+    answers = [parse_short_answer(res.texts[0]) if res.texts else "" for res in results]
     hits = [
-        match_answers(parse_short_answer(res.texts[0]) if res.texts else "", r["pseudo_answer"], ident.matcher,
+        match_answers(answer, r["pseudo_answer"], ident.matcher,
                       anls_threshold=ident.anls_threshold, relaxed_tolerance=ident.relaxed_tolerance)
-        for r, res in zip(val, results, strict=True)
+        for r, answer in zip(val, answers, strict=True)
     ]  # fmt: skip
+    rows = [{"qa_id": r["qa_id"], "answer": a, "correct": h, "error": res.error}
+            for r, a, h, res in zip(val, answers, hits, results, strict=True)]  # fmt: skip
+    atomic_write_text(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return sum(hits) / len(hits)
 
 
@@ -380,7 +385,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
         "log_history": history,
         "best_checkpoint": _best(history),
         "val_accuracy_before": val_before,
-        "val_accuracy_after": _val_accuracy(cfg, after, data["val"]),
+        "val_accuracy_after": _val_accuracy(cfg, after, data["val"], sdir / "val_predictions.jsonl"),
     }
     atomic_write_json(sdir / "metrics.json", metrics)
     outputs.update({k: v for k, v in metrics.items() if k != "log_history"})
