@@ -52,10 +52,10 @@ def _lines(path: Path) -> int:
         return 0
 
 
-def _kill_when(cfg: Path, log: Path, condition: Callable[[], bool], timeout: float = 300) -> bool:
-    """Start `mpa run`, SIGKILL it as soon as `condition()` holds; False if it finished first."""
+def _kill_when(cmd: list[str], log: Path, condition: Callable[[], bool], timeout: float = 300) -> bool:
+    """Start `cmd`, SIGKILL it as soon as `condition()` holds; False if it finished first."""
     with log.open("ab") as out:
-        proc = subprocess.Popen(_cmd(cfg), stdout=out, stderr=out, env=ENV)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=ENV)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -132,15 +132,15 @@ def test_sigkill_in_every_stage_resumes_to_the_uninterrupted_result(
     ckpts = run / "level/trainer"
 
     # 1. annotate: killed after the first chunk's records were written, while the second chunk is generating.
-    assert _kill_when(cfg, log, lambda: _lines(ann) >= 64)
+    assert _kill_when(_cmd(cfg), log, lambda: _lines(ann) >= 64)
     assert not (run / "annotate/manifest.json").exists()
     written = _lines(ann)
     assert 64 <= written < 2 * N_IMAGES
     # 2. identify: killed once teacher answers are on disk.
-    assert _kill_when(cfg, log, lambda: _lines(ta) >= 1)
+    assert _kill_when(_cmd(cfg), log, lambda: _lines(ta) >= 1)
     assert (run / "annotate/manifest.json").exists() and not (run / "identify/manifest.json").exists()
     # 3. level: killed once a checkpoint is complete (torn checkpoints: `test_torn_level_checkpoint_is_skipped`).
-    assert _kill_when(cfg, log, lambda: any(ckpts.glob("checkpoint-*/trainer_state.json")))
+    assert _kill_when(_cmd(cfg), log, lambda: any(ckpts.glob("checkpoint-*/trainer_state.json")))
     assert (run / "identify/manifest.json").exists() and not (run / "level/manifest.json").exists()
     # 4. the final run completes everything.
     proc = _run(cfg, tmp_path / "final.log")

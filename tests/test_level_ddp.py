@@ -4,7 +4,6 @@ run directory, and a killed multi-process run resumes from its last checkpoint."
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,11 +15,10 @@ import yaml
 
 from mpa.config import build_config
 from mpa.pipeline import run_pipeline
-from tests.test_crash_resume import _kill_when
+from tests.test_crash_resume import ENV, _kill_when
 from tests.test_pipeline import make_tree
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561"]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture
@@ -65,10 +63,9 @@ def test_killed_torchrun_level_resumes_from_its_checkpoint(cfg_path: Path, tmp_p
     tree["level"].update({"max_steps": 30, "eval_steps": 3})
     cfg_path.write_text(yaml.safe_dump(tree))
     ckpts = run / "level/trainer"
-    with pytest.MonkeyPatch.context() as mp:  # the kill helper runs `mpa run`; point it at torchrun + level
-        mp.setattr("tests.test_crash_resume._cmd", lambda cfg: _level(cfg))
-        mp.setattr("tests.test_crash_resume.ENV", ENV)
-        assert _kill_when(cfg_path, tmp_path / "kill.log", lambda: any(ckpts.glob("checkpoint-*/trainer_state.json")))
+    assert _kill_when(
+        _level(cfg_path), tmp_path / "kill.log", lambda: any(ckpts.glob("checkpoint-*/trainer_state.json"))
+    )
     subprocess.run(["pkill", "-9", "-f", "mpa.cli level"], check=False)  # SIGKILL of torchrun orphans its workers
     assert not (run / "level/manifest.json").exists()
     proc = subprocess.run(_level(cfg_path), capture_output=True, text=True, env=ENV, timeout=600)

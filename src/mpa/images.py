@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from mpa.backends.base import fit_pixel_budget, pixel_budget_size
 from mpa.config import ConfigError, ImagesConfig
 
 log = logging.getLogger(__name__)
@@ -171,22 +172,18 @@ def _decode(data: bytes) -> Image.Image:
         if min(w, h) < 1 or max(w, h) / min(w, h) > MAX_ASPECT:
             raise ImageRejected(f"extreme aspect ratio {w}x{h} (more than {MAX_ASPECT:g}:1)")
         if w * h > MAX_DECODED_PIXELS:
-            img.draft("RGB", _fit(w, h, MAX_DECODED_PIXELS))  # JPEG: decode at reduced scale; others: no-op
+            img.draft(
+                "RGB", pixel_budget_size(w, h, MAX_DECODED_PIXELS)
+            )  # JPEG: decode at reduced scale; others: no-op
         img = ImageOps.exif_transpose(img)
         img.load()
         img = _to_rgb(img)
+    img = fit_pixel_budget(img, MAX_DECODED_PIXELS)
     w, h = img.size
-    if w * h > MAX_DECODED_PIXELS:
-        img = img.resize(_fit(w, h, MAX_DECODED_PIXELS), Image.Resampling.BICUBIC)
     if min(w, h) < MIN_SIDE:
         scale = MIN_SIDE / min(w, h)
         img = img.resize((max(MIN_SIDE, round(w * scale)), max(MIN_SIDE, round(h * scale))), Image.Resampling.NEAREST)
     return img
-
-
-def _fit(w: int, h: int, max_pixels: int) -> tuple[int, int]:
-    scale = (max_pixels / (w * h)) ** 0.5
-    return max(1, int(w * scale)), max(1, int(h * scale))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -113,8 +113,8 @@ def reopen_failed(rd: RunDir, stages: list[str]) -> list[str]:
         rd.manifest_path(unit).unlink()
         reopened.append(unit)
         if unit in STAGES:
-            for later in STAGES[STAGES.index(unit) + 1 :]:
-                rd.clear_from(later)
+            if unit != STAGES[-1]:
+                rd.clear_from(STAGES[STAGES.index(unit) + 1])  # that stage and every one after it
             for after in rd.root.glob("evaluate/student_after/*"):
                 shutil.rmtree(after, ignore_errors=True)
     return reopened

@@ -58,11 +58,15 @@ def sample_seed(seed: int, key: str, sample: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def pixel_budget_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The size (aspect kept) of a `width` x `height` image scaled down to at most `max_pixels` pixels."""
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
 def fit_pixel_budget(image: Image.Image, max_pixels: int | None) -> Image.Image:
     """Downscale (aspect kept) so the image has at most `max_pixels` pixels. Every backend uses this one function,
     so the same config shows every backend the same pixels."""
     if max_pixels is None or image.width * image.height <= max_pixels:
         return image
-    scale = math.sqrt(max_pixels / (image.width * image.height))
-    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-    return image.resize(size, Image.Resampling.BICUBIC)
+    return image.resize(pixel_budget_size(image.width, image.height, max_pixels), Image.Resampling.BICUBIC)
