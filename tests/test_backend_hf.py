@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from mpa.backends import GenRequest, load_backend
-from mpa.backends.base import fit_pixel_budget
 from mpa.config import ModelConfig
+from mpa.pixels import fit_pixel_budget
 
 PROMPTS = ["What colour is the image?", "Describe it.", "Write 3 question-answer pairs about this image as JSON."]
 

@@ -158,10 +158,15 @@ def test_usage_is_filled_in_and_summed(server: FaultServer) -> None:
 def test_request_shape_image_first_no_stop(server: FaultServer) -> None:
     backend = _backend(server, max_pixels=50 * 25)
     image = Image.new("RGB", (400, 200), (200, 10, 10))
-    backend.generate([_req("look", image=image, temperature=0.5, top_p=0.9, seed=3), _req("greedy")])
+    backend.generate([
+        _req("look", image=image, temperature=0.5, top_p=0.9, top_k=20, repetition_penalty=1.05, seed=3),
+        _req("greedy"),
+    ])  # fmt: skip
     body = server.attempts("look")[0].body
     assert body["model"] == "served-model" and body["max_tokens"] == 8 and "stop" not in body
     assert body["temperature"] == 0.5 and body["top_p"] == 0.9 and isinstance(body["seed"], int)
+    # Every decoding parameter is sent, so a server never falls back on the model's generation_config.
+    assert body["top_k"] == 20 and body["repetition_penalty"] == 1.05
     image_part, text_part = body["messages"][0]["content"]
     assert text_part == {"type": "text", "text": "look"}
     url = image_part["image_url"]["url"]
@@ -170,13 +175,40 @@ def test_request_shape_image_first_no_stop(server: FaultServer) -> None:
     assert sent.width * sent.height <= 50 * 25 and abs(sent.width / sent.height - 2) < 0.1  # budget, aspect kept
     greedy = server.attempts("greedy")[0].body
     assert (
-        greedy["temperature"] == 0 and "top_p" not in greedy and greedy["messages"][0]["content"][0]["type"] == "text"
+        greedy["temperature"] == 0 and greedy["top_p"] == 1.0 and greedy["messages"][0]["content"][0]["type"] == "text"
     )
+    assert greedy["top_k"] == -1 and greedy["repetition_penalty"] == 1.0  # off, explicitly
+
+
+def test_sampling_params_in_each_server_dialect(server: FaultServer) -> None:
+    _backend(server, sampling_params="none").generate([_req("plain", top_k=5, repetition_penalty=1.05)])
+    body = server.attempts("plain")[0].body
+    assert "top_k" not in body and "repetition_penalty" not in body and "frequency_penalty" not in body
+    _backend(server, sampling_params="transformers").generate([_req("hf", top_k=5, repetition_penalty=1.05)])
+    body = server.attempts("hf")[0].body
+    assert "top_k" not in body and body["frequency_penalty"] == pytest.approx(0.05)
 
 
 def test_jpeg_images(server: FaultServer) -> None:
     _backend(server, image_format="jpeg").generate([_req("j", image=Image.new("RGBA", (8, 8)))])
     assert server.attempts("j")[0].body["messages"][0]["content"][0]["image_url"]["url"].startswith("data:image/jpeg")
+
+
+def test_auto_format_sends_photos_as_jpeg_and_flat_images_as_png(server: FaultServer) -> None:
+    import numpy as np
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    chart = Image.new("RGB", (96, 96), (255, 255, 255))
+    _backend(server).generate([_req("photo", image=photo), _req("chart", image=chart)])
+    url = lambda name: server.attempts(name)[0].body["messages"][0]["content"][0]["image_url"]["url"]  # noqa: E731
+    assert url("photo").startswith("data:image/jpeg") and url("chart").startswith("data:image/png")
+
+
+def test_an_adapter_is_refused_never_ignored(server: FaultServer) -> None:
+    from mpa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot apply the adapter"):
+        _backend(server, adapter="runs/x/level/adapter")
 
 
 def test_api_key_comes_from_the_named_env_var_and_is_masked(
@@ -241,7 +273,7 @@ def test_openai_backend_needs_base_url() -> None:
     with pytest.raises(ConfigError, match=r"'teacher\.base_url': .*required when backend is 'openai'"):
         build_config(BASE, ["teacher.backend=openai"])
     cfg = build_config(BASE, ["teacher.backend=openai", "teacher.base_url=http://h:1/v1"])
-    assert cfg.teacher.concurrency == 8 and cfg.teacher.supports_n is None and cfg.teacher.api_key_env is None
+    assert cfg.teacher.concurrency == 32 and cfg.teacher.supports_n is None and cfg.teacher.api_key_env is None
 
 
 def test_a_pasted_key_is_refused_without_being_echoed() -> None:
@@ -329,7 +361,8 @@ def test_served_teacher_matches_in_process_teacher(
               "-q"]  # fmt: skip
     assert main(["run", "--run-dir", str(tmp_path / "hf"), *common]) == 0
     monkeypatch.setenv(KEY_ENV, SECRET)
-    served = ["--teacher-backend", "openai", "--teacher-base-url", served_teacher, "--teacher-api-key-env", KEY_ENV]
+    served = ["--teacher-backend", "openai", "--teacher-base-url", served_teacher, "--teacher-api-key-env", KEY_ENV,
+              "--set", "teacher.sampling_params=transformers"]  # fmt: skip
     assert main(["run", "--run-dir", str(tmp_path / "api"), *common, *served]) == 0
     capsys.readouterr()
     hf, api = tmp_path / "hf", tmp_path / "api"
@@ -346,6 +379,9 @@ def test_served_teacher_matches_in_process_teacher(
             s: json.loads((run / s / "manifest.json").read_text())["usage"] for s in ("annotate", "identify")
         }
     assert usage["api"] == usage["hf"]
+    # The manifest records the decoding, and what `transformers serve` could not be sent.
+    decoding = json.loads((api / "annotate/manifest.json").read_text())["settings"]["decoding"]
+    assert decoding["repetition_penalty"] == 1.0 and decoding["server_defaults"] == ["top_k"]
     annotate_usage = usage["api"]["annotate"]["teacher"]
     assert annotate_usage["requests"] == 6 and annotate_usage["prompt_tokens"] > 0 and annotate_usage["failed"] == 0
     assert usage["api"]["identify"]["teacher"]["requests"] > 0 and usage["api"]["identify"]["student"]["requests"] > 0

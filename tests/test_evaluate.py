@@ -119,3 +119,29 @@ def test_unknown_benchmark_in_config_is_refused(tree_with_bench: dict[str, Any])
     tree_with_bench["evaluate"]["benchmarks"][0]["name"] = "mmmu"
     with pytest.raises(ConfigError, match=r"evaluate\.benchmarks\.0\.name: unknown benchmark 'mmmu'"):
         run_pipeline(build_config(tree_with_bench))
+
+
+@pytest.mark.parametrize(
+    ("metric", "raw", "answers", "expected_answer", "expected_score"),
+    [
+        # ST-VQA: a ground truth ending in a period must match itself exactly (was 0.92 with the period stripped).
+        ("anls", "Fair grounds.", ["Fair grounds."], "Fair grounds.", 1.0),
+        ("anls", "Answer: Fair grounds.", ["Fair grounds.", "fairgrounds"], "Fair grounds.", 1.0),
+        ("anls", "STOP", ["stop"], "STOP", 1.0),
+        # ChartQA's relaxed accuracy needs the period gone to read the number.
+        ("relaxed_accuracy", "12.", ["12"], "12", 1.0),
+        # VQA accuracy normalises periods away either way.
+        ("vqa_accuracy", "Yes.", ["yes"] * 10, "Yes", 1.0),
+    ],
+)
+def test_final_period_is_kept_only_where_the_metric_compares_characters(
+    metric: str, raw: str, answers: list[str], expected_answer: str, expected_score: float
+) -> None:
+    from mpa.evaluation import _prediction_text, aggregate, score
+
+    answer = _prediction_text(metric, raw)
+    assert answer == expected_answer
+    assert score(metric, answer, answers) == pytest.approx(expected_score)
+    # Rescoring stored predictions re-derives the answer from the raw text (old files stored a stripped one).
+    record = {"raw": raw, "answer": raw.rstrip("."), "answers": answers, "split": "val", "question_type": None}
+    assert aggregate([record], metric)["overall"] == pytest.approx(expected_score)

@@ -53,7 +53,9 @@ class ModelConfig(_Strict):
         description="backend openai: NAME of the environment variable holding the API key (the key itself is never "
         "stored); unset = the placeholder 'EMPTY' that local servers accept.",
     )
-    concurrency: int = Field(8, ge=1, description="backend openai: requests in flight (keeps a batching server full).")
+    concurrency: int = Field(
+        32, ge=1, description="backend openai: requests in flight (a continuous-batching server batches them)."
+    )
     timeout_s: float = Field(120.0, gt=0, description="backend openai: per-request timeout; a timeout is retried.")
     max_retries: int = Field(
         5,
@@ -66,7 +68,23 @@ class ModelConfig(_Strict):
         description="backend openai: the server returns n samples per request; None = detect, falling back "
         "to n requests with distinct seeds when fewer come back (`transformers serve` ignores n).",
     )
-    image_format: Literal["png", "jpeg"] = Field("png", description="backend openai: how images are encoded.")
+    image_format: Literal["auto", "png", "jpeg"] = Field(
+        "auto",
+        description="backend openai: how images travel. auto = JPEG for photos (more than 4,096 colours), PNG "
+        "(lossless) for charts, screenshots and other few-colour images.",
+    )
+    jpeg_quality: int = Field(95, ge=1, le=100, description="backend openai: JPEG quality when images travel as JPEG.")
+    sampling_params: Literal["vllm", "transformers", "none"] = Field(
+        "vllm",
+        description="backend openai: how top_k and repetition_penalty reach the server, which otherwise applies the "
+        "model's generation_config (Qwen2-VL: top_k=1, repetition_penalty=1.05). vllm = as request fields (vLLM, "
+        "SGLang); transformers = repetition_penalty as `frequency_penalty` + 1 (`transformers serve`, which "
+        "rejects unknown fields; top_k stays the server's); none = neither (hosted APIs). The stage manifest names "
+        "the parameters left to the server.",
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="backend vllm: share of GPU memory vLLM reserves (weights + KV cache)."
+    )
     cost_per_1k_prompt_tokens: float | None = Field(
         None, ge=0, description="USD per 1,000 prompt tokens, to report a cost with the usage in stage manifests."
     )
@@ -101,6 +119,10 @@ class AnnotateConfig(_Strict):
     samples_per_image: int = Field(1, ge=1, description="n: teacher generations per image.")
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy; > 0 samples (seeded, batch-invariant).")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="Sampling: keep the k most likely tokens (0 = off).")
+    repetition_penalty: float = Field(
+        1.0, gt=0.0, description="1.0 = off. Set explicitly for every backend (checkpoint defaults are not used)."
+    )
     max_new_tokens: int = Field(256, ge=1)
     max_answer_words: int = Field(8, ge=1, description="Longer pseudo-answers are rejected as 'answer_too_long'.")
 
@@ -118,14 +140,11 @@ class IdentifyConfig(_Strict):
     self_consistency_min_share: float = Field(0.5, gt=0.0, le=1.0, description="Share of samples that must agree.")
     self_consistency_temperature: float = Field(0.7, gt=0.0)
     max_new_tokens: int = Field(16, ge=1)
+    repetition_penalty: float = Field(1.0, gt=0.0, description="Applied to both models' answers (1.0 = off).")
 
 
-# Projections of the language model in LLaVA, Idefics3/SmolVLM, Qwen2-VL and InternVL-style checkpoints; the
-# negative look-ahead keeps LoRA off vision towers that reuse the same layer names (SigLIP's q_proj, ...).
-LANGUAGE_MODEL_LINEAR = (
-    r"^(?!.*(vision|visual|image_encoder|multi_modal_projector|mm_projector|connector)).*"
-    r"\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
-)
+# The default LoRA targets: every linear layer of the language model, resolved per model (mpa.backends.hf_parts).
+LANGUAGE_MODEL_LINEAR = "language-model-linear"
 
 
 class LevelConfig(_Strict):
@@ -137,10 +156,14 @@ class LevelConfig(_Strict):
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     lora_target_modules: str | list[str] = Field(
         LANGUAGE_MODEL_LINEAR,
-        description="PEFT target_modules: a regex (full match) or a list of module names. Default: the attention "
-        "and MLP projections of the language model, never the vision tower or projector.",
+        description="PEFT target_modules: a regex (full match) or a list of module names. Default "
+        "'language-model-linear': every linear layer of the language model (attention, MLP, and linear-attention "
+        "projections such as Qwen3.5's), never the vision tower, the projector or lm_head.",
     )
-    freeze_vision: bool = Field(True, description="Keep the vision tower frozen in full fine-tuning.")
+    freeze_vision: bool = Field(True, description="Full fine-tuning: keep the vision tower (encoder) frozen.")
+    freeze_projector: bool = Field(
+        False, description="Full fine-tuning: also keep the vision-language projector / merger frozen."
+    )
     epochs: float = Field(3.0, gt=0.0)
     max_steps: int = Field(-1, ge=-1, description="If > 0, overrides epochs.")
     learning_rate: float = Field(2e-4, gt=0.0)
@@ -184,6 +207,7 @@ class EvaluateConfig(_Strict):
         default_factory=lambda: ["teacher", "student_before", "student_after"]
     )
     max_new_tokens: int = Field(32, ge=1)
+    repetition_penalty: float = Field(1.0, gt=0.0, description="1.0 = off, for every model and backend.")
 
 
 class ExportConfig(_Strict):
@@ -202,7 +226,13 @@ class EngineConfig(_Strict):
         None, description="ray: None = start a local Ray instance; 'auto' or ray://HOST:10001 = join a cluster."
     )
     num_actors: int = Field(2, ge=1, description="ray: backends working in parallel (e.g. one per GPU).")
-    num_gpus_per_actor: float = Field(0.0, ge=0.0, description="ray: GPUs reserved per actor (1 for an HF model).")
+    num_gpus_per_actor: float | None = Field(
+        None,
+        ge=0.0,
+        description="ray: GPUs reserved per actor. None = 1 for in-process models (hf, vllm) when the cluster has "
+        "GPUs, 0 for backend openai; a large in-process model on a cluster without GPUs is refused unless this is "
+        "set to 0 explicitly.",
+    )
     num_cpus_per_actor: float = Field(1.0, gt=0.0, description="ray: CPUs reserved per actor.")
 
 

@@ -43,8 +43,12 @@ def score(metric: str, prediction: str, answers: Sequence[str]) -> float:
 
 
 def _prediction_text(metric: str, raw: str) -> str:
-    """What is scored: the short answer, except for OCR, where the whole transcription counts."""
-    return " ".join(raw.split()) if metric == "ocr" else parse_short_answer(raw)
+    """What is scored: the short answer, except for OCR, where the whole transcription counts. ANLS compares
+    characters, so a final period is kept (the ST-VQA answer "Fair grounds." must match itself); the other
+    metrics normalise it away or, for ChartQA's relaxed accuracy, need it gone."""
+    if metric == "ocr":
+        return " ".join(raw.split())
+    return parse_short_answer(raw, strip_period=metric != "anls")
 
 
 def _predict(
@@ -55,6 +59,7 @@ def _predict(
     out: Path,
     metric: str,
     desc: str,
+    repetition_penalty: float = 1.0,
 ) -> None:
     done = done_keys(out, "qid")
     pending = [s for s in samples if s.qid not in done]
@@ -67,7 +72,8 @@ def _predict(
             asked = [s for s in chunk if images[s.image_path].image is not None]
             requests = [
                 GenRequest(key=s.qid, prompt=render_eval_prompt(prompt_id, s.question),
-                           image=images[s.image_path].image, max_new_tokens=max_new_tokens)
+                           image=images[s.image_path].image, max_new_tokens=max_new_tokens,
+                           repetition_penalty=repetition_penalty)
                 for s in asked
             ]  # fmt: skip
             results = {r.key: r for r in checked(requests, backend.generate(requests))} if requests else {}
@@ -96,6 +102,8 @@ def aggregate(records: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """Overall, per-split and per-question-type means of the official metric (and of compat), scored here from
     the stored answers, so a changed `metric` never reports another metric's numbers. Failed questions score 0."""
     for r in records:
+        if "raw" in r:  # re-derived, so stored answers follow today's rules for this metric
+            r["answer"] = _prediction_text(metric, r["raw"])
         r["score"] = 0.0 if r.get("error") else score(metric, r["answer"], r["answers"])
         r["compat"] = 0.0 if r.get("error") else compat_accuracy(r["answer"], r["answers"])
     groups: dict[str, dict[str, list[float]]] = {"per_split": defaultdict(list), "per_question_type": defaultdict(list)}
@@ -118,10 +126,12 @@ def aggregate(records: list[dict[str, Any]], metric: str) -> dict[str, Any]:
 
 
 def _check_settings(out_dir: Path, model: ModelConfig, benchmark: str, prompt_id: str, max_new_tokens: int,
-                    metric: str) -> None:  # fmt: skip
+                    metric: str, repetition_penalty: float) -> None:  # fmt: skip
     """Predictions in OUT_DIR are reused only for the same model, benchmark, prompt and decoding settings."""
     settings = {"model": model_identity(model), "benchmark": benchmark, "prompt_id": prompt_id,
                 "max_new_tokens": max_new_tokens, "ocr": metric == "ocr"}  # fmt: skip
+    if repetition_penalty != 1.0:  # (absent when off, so earlier evaluation folders still resume)
+        settings["repetition_penalty"] = repetition_penalty
     path = out_dir / "settings.json"
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
@@ -141,6 +151,7 @@ def evaluate_model(
     *,
     metric: str | None = None,
     max_new_tokens: int = 32,
+    repetition_penalty: float = 1.0,
     backend: Backend | None = None,
     desc: str | None = None,
 ) -> dict[str, Any]:
@@ -150,14 +161,23 @@ def evaluate_model(
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; choose one of {', '.join(sorted(METRICS))}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(out_dir, model, benchmark, spec.prompt_id, max_new_tokens, metric)
+    _check_settings(out_dir, model, benchmark, spec.prompt_id, max_new_tokens, metric, repetition_penalty)
     preds = out_dir / "predictions.jsonl"
     own = backend is None
     done = done_keys(preds, "qid")
     if any(s.qid not in done for s in samples):
         backend = backend or load_backend(model)
         try:
-            _predict(backend, samples, spec.prompt_id, max_new_tokens, preds, metric, desc or f"evaluate {benchmark}")
+            _predict(
+                backend,
+                samples,
+                spec.prompt_id,
+                max_new_tokens,
+                preds,
+                metric,
+                desc or f"evaluate {benchmark}",
+                repetition_penalty,
+            )
         finally:
             if own:
                 backend.close()

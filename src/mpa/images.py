@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mpa.backends.base import fit_pixel_budget, pixel_budget_size
 from mpa.config import ConfigError, ImagesConfig
+from mpa.pixels import fit_pixel_budget, pixel_budget_size
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}

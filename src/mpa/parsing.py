@@ -103,14 +103,14 @@ def _clean_question(raw: str) -> str:
     return _strip_wrappers(" ".join(raw.split()))
 
 
-def _clean_answer(raw: str) -> str:
+def _clean_answer(raw: str, strip_period: bool = True) -> str:
     """First non-empty line, without wrappers or trailing sentence punctuation (abbreviations like U.S. kept)."""
     line = next((ln for ln in (_strip_wrappers(x) for x in raw.splitlines()) if ln), "")
     text = " ".join(line.split())
     while True:
         before = text
         text = _strip_wrappers(text).rstrip(",;:").rstrip()
-        if text.endswith(".") and not _ABBREVIATION_END_RE.search(text):
+        if strip_period and text.endswith(".") and not _ABBREVIATION_END_RE.search(text):
             text = text[:-1]
         if text == before:
             return text
@@ -323,11 +323,12 @@ def parse_qa_pairs(text: str, *, max_pairs: int | None = None, max_answer_words:
         return ParseResult(pairs=(), status="unparseable", rejected=(), fmt="none")
 
 
-def parse_short_answer(text: str) -> str:
+def parse_short_answer(text: str, *, strip_period: bool = True) -> str:
     """A model's reply to an answer prompt → its short answer, case kept ("" when there is none).
 
-    Takes the first non-empty line and strips "Answer:" / "The answer is" prefixes, markdown, quotes and a
-    trailing period. Matching normalises further (metrics/normalize.py).
+    Takes the first non-empty line and strips "Answer:" / "The answer is" prefixes, markdown, quotes and (unless
+    `strip_period` is off) a trailing period. Matching normalises further (metrics/normalize.py). ANLS scoring
+    keeps the period: ST-VQA answers such as "Fair grounds." contain one, and ANLS compares characters.
     """
     try:
         if not isinstance(text, str):
@@ -339,7 +340,7 @@ def parse_short_answer(text: str) -> str:
                 if shorter == stripped:
                     break
                 stripped = shorter
-            answer = _clean_answer(stripped)
+            answer = _clean_answer(stripped, strip_period)
             if answer:
                 return answer
         return ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from mpa.backends.base import Backend, GenRequest, GenResult
+from mpa.backends.base import IN_PROCESS, Backend, GenRequest, GenResult
 from mpa.config import EngineConfig, ModelConfig
 
 REGISTRY: dict[str, str] = {
@@ -12,6 +12,34 @@ REGISTRY: dict[str, str] = {
     "openai": "mpa.backends.openai_api:OpenAIBackend",
     "vllm": "mpa.backends.vllm_offline:VLLMBackend",
 }
+
+
+def for_trained_weights(cfg: ModelConfig) -> ModelConfig:
+    """`cfg` if its backend can load the leveled weights (a local folder, base + adapter); otherwise (a served
+    student, `backend: openai`, whose server holds only the base weights) the same model in-process with the HF
+    backend. Either way the model asked is the leveled one, never the base model the server still serves."""
+    if cfg.backend in IN_PROCESS:
+        return cfg
+    return ModelConfig(model=cfg.model, backend="hf", revision=cfg.revision, adapter=cfg.adapter, dtype=cfg.dtype,
+                       min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, trust_remote_code=cfg.trust_remote_code,
+                       attn_implementation=cfg.attn_implementation)  # fmt: skip
+
+
+def decoding_settings(cfg: ModelConfig, request: GenRequest) -> dict[str, object]:
+    """The decoding a model is asked with, as stage manifests record it; names any parameter the server is left to
+    choose (backend openai whose server cannot be sent it, see `ModelConfig.sampling_params`)."""
+    settings: dict[str, object] = dict(request.decoding())
+    left = {"vllm": [], "transformers": ["top_k"], "none": ["top_k", "repetition_penalty"]}[cfg.sampling_params]
+    if cfg.backend == "openai" and left:
+        settings["server_defaults"] = left
+    return settings
+
+
+def requests_in_flight(cfg: ModelConfig) -> int:
+    """How many requests a backend keeps in flight at once (0: it runs its batches one after another, so a larger
+    call gains nothing); stages hand it at least twice this many per call, so a server's or vLLM's continuous
+    batching is not starved at chunk boundaries."""
+    return {"hf": 0, "openai": cfg.concurrency, "vllm": 256}.get(cfg.backend, 0)
 
 
 def load_backend(cfg: ModelConfig, engine: EngineConfig | None = None) -> Backend:
@@ -28,4 +56,13 @@ def load_backend(cfg: ModelConfig, engine: EngineConfig | None = None) -> Backen
     return cls(cfg)
 
 
-__all__ = ["REGISTRY", "Backend", "GenRequest", "GenResult", "load_backend"]
+__all__ = [
+    "REGISTRY",
+    "Backend",
+    "GenRequest",
+    "GenResult",
+    "decoding_settings",
+    "for_trained_weights",
+    "load_backend",
+    "requests_in_flight",
+]

@@ -1,16 +1,21 @@
 """The generation backend protocol: a batch of requests in, results in the same order, matched by key.
 
 Backends own batching, padding, devices and retries. Stages build `GenRequest`s and never branch on the backend.
+Every decoding parameter a request carries is applied as given by every backend: no backend falls back on a
+checkpoint's or a server's own defaults (Qwen2-VL's generation_config has repetition_penalty 1.05 and top_k 1).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from PIL import Image
+
+# Backends that hold the weights in this process, so they can apply an adapter or a fine-tuned folder (an OpenAI
+# client cannot: its server holds the weights).
+IN_PROCESS = ("hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -23,8 +28,15 @@ class GenRequest:
     n: int = 1  # number of samples (greedy decoding returns one)
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    repetition_penalty: float = 1.0  # 1.0 = off; every backend applies exactly this (never a checkpoint default)
     max_new_tokens: int = 64
     seed: int = 0
+
+    def decoding(self) -> dict[str, float | int]:
+        """The decoding parameters, as recorded in stage manifests."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+                "repetition_penalty": self.repetition_penalty, "max_new_tokens": self.max_new_tokens}  # fmt: skip
 
 
 @dataclass
@@ -48,7 +60,7 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None:
-        """Free the model / connections."""
+        """Free the model and its device memory, or the connections (safe to call twice)."""
         ...
 
 
@@ -56,17 +68,3 @@ def sample_seed(seed: int, key: str, sample: int) -> int:
     """A per-(request, sample) seed, so a sample does not depend on batch composition or resume point."""
     digest = hashlib.sha256(f"{seed}\x00{key}\x00{sample}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def pixel_budget_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """The size (aspect kept) of a `width` x `height` image scaled down to at most `max_pixels` pixels."""
-    scale = math.sqrt(max_pixels / (width * height))
-    return max(1, int(width * scale)), max(1, int(height * scale))
-
-
-def fit_pixel_budget(image: Image.Image, max_pixels: int | None) -> Image.Image:
-    """Downscale (aspect kept) so the image has at most `max_pixels` pixels. Every backend uses this one function,
-    so the same config shows every backend the same pixels."""
-    if max_pixels is None or image.width * image.height <= max_pixels:
-        return image
-    return image.resize(pixel_budget_size(image.width, image.height, max_pixels), Image.Resampling.BICUBIC)

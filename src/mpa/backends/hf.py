@@ -7,15 +7,19 @@ similar lengths; CUDA + bf16 is chosen when present, CPU fp32 otherwise. Samplin
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig, LogitsProcessorList
 
-from mpa.backends.base import GenRequest, GenResult, fit_pixel_budget, sample_seed
+from mpa.backends.base import GenRequest, GenResult, sample_seed
+from mpa.backends.hf_collator import conversation
 from mpa.backends.sampling import SeededGumbelSampler
 from mpa.config import ModelConfig
+from mpa.errors import ConfigError
+from mpa.pixels import apply_processor_budget, fit_pixel_budget
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +39,18 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_processor(cfg: ModelConfig, model_path: str | None = None):  # -> transformers.ProcessorMixin
-    """The model's processor with left padding and, where the image processor supports it, the pixel budget."""
+    """The model's processor with left padding and, where the image processor resizes to a pixel budget
+    (Qwen-VL family), `min_pixels` / `max_pixels` (see `mpa.pixels`). A processor without a chat template is
+    refused: mpa talks to every model through its chat template, in training and in inference alike."""
     kwargs: dict[str, object] = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     processor = AutoProcessor.from_pretrained(model_path or cfg.model, **kwargs)
-    budget = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v is not None}
-    if budget and hasattr(getattr(processor, "image_processor", None), "max_pixels"):
-        processor = AutoProcessor.from_pretrained(model_path or cfg.model, **kwargs, **budget)
+    if not getattr(processor, "chat_template", None):
+        raise ConfigError(
+            f"model {cfg.model}: its processor has no chat template ({type(processor).__name__}; PaliGemma ships "
+            "none), and mpa prompts every model through one; add a chat_template.jinja to the checkpoint folder "
+            "or use an instruction-tuned checkpoint"
+        )
+    apply_processor_budget(processor, cfg.min_pixels, cfg.max_pixels)
     processor.tokenizer.padding_side = "left"
     if processor.tokenizer.pad_token is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
@@ -90,15 +100,12 @@ class HFBackend:
         return backend
 
     def close(self) -> None:
-        """Free the model (safe to call twice)."""
+        """Free the model and its device memory (safe to call twice): the last reference goes, the garbage
+        collector runs (PEFT wrappers hold reference cycles), and CUDA's cached blocks are returned."""
         self.model = None
+        gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    def _conversation(self, request: GenRequest) -> list[dict[str, object]]:
-        content: list[dict[str, str]] = [{"type": "image"}] if request.image is not None else []
-        content.append({"type": "text", "text": request.prompt})
-        return [{"role": "user", "content": content}]
 
     def _prompt_len(self, request: GenRequest) -> int:
         return len(self.processor.tokenizer(request.prompt, add_special_tokens=False)["input_ids"])
@@ -132,8 +139,8 @@ class HFBackend:
         return results
 
     @staticmethod
-    def _settings(r: GenRequest) -> tuple[float, float, int, bool]:
-        return (r.temperature, r.top_p, r.max_new_tokens, r.image is not None)
+    def _settings(r: GenRequest) -> tuple[float, float, int, float, int, bool]:
+        return (r.temperature, r.top_p, r.top_k, r.repetition_penalty, r.max_new_tokens, r.image is not None)
 
     def _run_rows(
         self, requests: list[GenRequest], rows: list[_Row], texts: dict[tuple[int, int], str], results: list[GenResult]
@@ -159,13 +166,31 @@ class HFBackend:
                 res.prompt_tokens += n_prompt
             res.completion_tokens += n_new
 
+    def _generation_config(self, request: GenRequest) -> GenerationConfig:
+        """Exactly the request's decoding: only the special-token ids come from the checkpoint, never its sampling
+        defaults (Qwen2-VL ships repetition_penalty 1.05 and top_k 1). Sampling itself is done by
+        `SeededGumbelSampler` on top of greedy search."""
+        own = self.model.generation_config
+        return GenerationConfig(
+            eos_token_id=own.eos_token_id,
+            pad_token_id=own.pad_token_id if own.pad_token_id is not None else self.processor.tokenizer.pad_token_id,
+            bos_token_id=own.bos_token_id,
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=request.max_new_tokens,
+            repetition_penalty=request.repetition_penalty,
+        )
+
     @torch.inference_mode()
     def _generate_batch(self, requests: list[GenRequest], rows: list[_Row]) -> list[tuple[str, int, int]]:
         batch = [requests[row.index] for row in rows]
-        convs = [self._conversation(r) for r in batch]
+        convs = [conversation(r.prompt, r.image is not None) for r in batch]
         processor_kwargs: dict[str, object] = {"padding": True}
         if batch[0].image is not None:
-            processor_kwargs["images"] = [[fit_pixel_budget(r.image, self.cfg.max_pixels)] for r in batch]  # type: ignore[arg-type]
+            processor_kwargs["images"] = [
+                [fit_pixel_budget(r.image, self.cfg.max_pixels, self.cfg.min_pixels)]  # type: ignore[arg-type]
+                for r in batch
+            ]
         inputs = self.processor.apply_chat_template(
             convs,
             add_generation_prompt=True,
@@ -177,13 +202,11 @@ class HFBackend:
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         first = batch[0]
-        gen_cfg = GenerationConfig.from_dict(self.model.generation_config.to_dict())
-        gen_cfg.update(do_sample=False, max_new_tokens=first.max_new_tokens, temperature=None, top_p=None, top_k=None)
-        gen_cfg.num_beams = 1
+        gen_cfg = self._generation_config(first)
         processors = LogitsProcessorList()
         if first.temperature > 0:
             seeds = [sample_seed(r.seed, r.key, row.sample) for r, row in zip(batch, rows, strict=True)]
-            processors.append(SeededGumbelSampler(seeds, first.temperature, first.top_p))
+            processors.append(SeededGumbelSampler(seeds, first.temperature, first.top_p, first.top_k))
         out = self.model.generate(**inputs, generation_config=gen_cfg, logits_processor=processors)
         prompt_len = inputs["input_ids"].shape[1]
         new_tokens = out[:, prompt_len:]

@@ -3,10 +3,20 @@ hosted APIs), through the maintained `openai` client.
 
     teacher: {backend: openai, model: Qwen/Qwen2-VL-72B-Instruct, base_url: http://gpu-box:8000/v1}
 
-- One user message per request: the image (a base64 PNG/JPEG data URL, downscaled to `max_pixels` first) and then
-  the text, the order HFBackend renders, so a served model sees the same prompt tokens as the in-process one
-  (tests compare the two through `transformers serve`). Replies are stripped, as HFBackend's are.
-- `concurrency` requests in flight (threads), so a continuous-batching server stays full.
+- One user message per request: the image (a base64 data URL, fitted to the pixel budget first) and then the text,
+  the order HFBackend renders, so a served model sees the same prompt tokens as the in-process one (tests compare
+  the two through `transformers serve`). Replies are stripped, as HFBackend's are.
+- Images travel as PNG (lossless) when they have few colours (charts, screenshots, rendered scenes) and as JPEG
+  (`jpeg_quality`, default 95) when they are photos: a 12 Mpx photo is ~1.4 MB of PNG and ~80 ms to encode, a few
+  ms as JPEG. Each image is encoded in the worker thread that sends it, never on the main thread, so encoding
+  overlaps the requests in flight.
+- `concurrency` requests in flight (threads; default 32), so a continuous-batching server batches them.
+- Every decoding parameter is sent: temperature, top_p, max_tokens, seed, and top_k and repetition_penalty in the
+  server's dialect (`sampling_params`: vLLM / SGLang read them as request fields; `transformers serve` rejects
+  unknown fields and reads `frequency_penalty` + 1 as the repetition penalty). Without them `vllm serve` applies
+  the model's generation_config (Qwen2-VL: top_k=1), and every "sampled" answer comes back identical.
+- A PEFT `adapter` cannot be applied by a client: a config that names one is refused (serve the merged model, or
+  a vLLM LoRA module, under its own model name instead).
 - Retries are ours (the client's `max_retries` is 0): HTTP 408/409/429/5xx, timeouts and dropped connections are
   retried with exponential backoff, never sooner than the server's `Retry-After`, and stretched by a random 0-25 %.
   The client's own loop sleeps exactly `Retry-After` with no jitter, so requests throttled together would all
@@ -40,9 +50,10 @@ from typing import Any
 import openai
 from PIL import Image
 
-from mpa.backends.base import GenRequest, GenResult, fit_pixel_budget, sample_seed
+from mpa.backends.base import GenRequest, GenResult, sample_seed
 from mpa.config import ModelConfig
 from mpa.errors import ConfigError
+from mpa.pixels import fit_pixel_budget
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,7 @@ INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
 MAX_RETRY_AFTER_S = 120.0  # a server asking for a longer wait is not retried (e.g. a daily quota)
 NO_KEY = "EMPTY"  # what local servers (vLLM, transformers serve) accept
+PHOTO_COLOURS = 4096  # an image with more distinct colours than this is sent as JPEG under image_format "auto"
 
 
 @dataclass
@@ -84,11 +96,20 @@ class _Reply:
     n_rejected: bool = False  # HTTP 400/422 to a call that asked for n > 1
 
 
-def image_data_url(image: Image.Image, fmt: str = "png") -> str:
-    """A `data:` URL of the image: PNG is lossless (outputs match HFBackend); JPEG is smaller for photos."""
+def is_photo(image: Image.Image) -> bool:
+    """More than PHOTO_COLOURS distinct colours: a photo (JPEG costs it little); fewer: a chart, screenshot or
+    rendered scene, whose sharp edges JPEG would blur."""
+    return image.getcolors(maxcolors=PHOTO_COLOURS) is None
+
+
+def image_data_url(image: Image.Image, fmt: str = "png", quality: int = 95) -> str:
+    """A `data:` URL of the image: PNG is lossless (outputs match HFBackend); JPEG is smaller and far faster to
+    encode for photos. `fmt="auto"` picks JPEG for photos, PNG otherwise."""
+    if fmt == "auto":
+        fmt = "jpeg" if is_photo(image) else "png"
     buf = io.BytesIO()
     if fmt == "jpeg":
-        image.convert("RGB").save(buf, format="JPEG", quality=90)
+        image.convert("RGB").save(buf, format="JPEG", quality=quality)
     else:
         image.save(buf, format="PNG")
     return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -131,6 +152,12 @@ class OpenAIBackend:
     def __init__(self, cfg: ModelConfig) -> None:
         if not cfg.base_url:
             raise ConfigError(f"model {cfg.model}: backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        if cfg.adapter:
+            raise ConfigError(
+                f"model {cfg.model}: backend 'openai' cannot apply the adapter {cfg.adapter} (a client sends "
+                "requests; the server holds the weights); serve the merged model or a LoRA module under its own "
+                "name and set model to that name, or use backend hf or vllm"
+            )
         key = NO_KEY
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env, "")
@@ -153,15 +180,12 @@ class OpenAIBackend:
         pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency, thread_name_prefix="mpa-openai")
         pending: dict[Future[_Reply], _Call] = {}
 
+        urls: dict[int, str | None] = {}  # each image encoded once, by the first worker thread that sends it
+
         def submit(call: _Call) -> None:
-            url, error = urls[call.index]
-            if error is not None:
-                results[call.index].error = error
-                return
-            pending[pool.submit(self._call, requests[call.index], url, call.first, call.count)] = call
+            pending[pool.submit(self._encode_and_call, requests[call.index], call, urls)] = call
 
         try:
-            urls = list(pool.map(self._encode, requests))  # (data URL | None, error | None) per request
             for i, request in enumerate(requests):
                 for call in self._plan(i, _n_samples(request)):
                     submit(call)
@@ -217,13 +241,18 @@ class OpenAIBackend:
             self.supports_n = True
         return []
 
-    def _encode(self, request: GenRequest) -> tuple[str | None, str | None]:
-        if request.image is None:
-            return None, None
-        try:
-            return image_data_url(fit_pixel_budget(request.image, self.cfg.max_pixels), self.cfg.image_format), None
-        except Exception as err:  # an image PIL cannot encode fails its own request only
-            return None, f"image encoding: {type(err).__name__}: {err}"[:500]
+    def _encode_and_call(self, request: GenRequest, call: _Call, urls: dict[int, str | None]) -> _Reply:
+        """Runs in a worker thread: encode the request's image (once) and make the call."""
+        if call.index not in urls:
+            if request.image is None:
+                urls[call.index] = None
+            else:
+                try:
+                    image = fit_pixel_budget(request.image, self.cfg.max_pixels, self.cfg.min_pixels)
+                    urls[call.index] = image_data_url(image, self.cfg.image_format, self.cfg.jpeg_quality)
+                except (OSError, ValueError) as err:  # an image PIL cannot encode fails its own request only
+                    return _Reply(error=f"image encoding: {type(err).__name__}: {err}"[:500], attempts=0)
+        return self._call(request, urls[call.index], call.first, call.count)
 
     def _params(self, request: GenRequest, url: str | None, first: int, count: int) -> dict[str, Any]:
         content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}}] if url else []
@@ -236,8 +265,12 @@ class OpenAIBackend:
             # Per-sample seed, so a sample does not depend on how it was requested; 31 bits suit every server.
             "seed": sample_seed(request.seed, request.key, first) & 0x7FFFFFFF,
         }
-        if request.temperature > 0:
-            params["top_p"] = request.top_p
+        params["top_p"] = request.top_p
+        if self.cfg.sampling_params == "vllm":  # not in OpenAI's schema: vLLM and SGLang read them from the body
+            params["extra_body"] = {"top_k": request.top_k if request.top_k > 0 else -1,
+                                    "repetition_penalty": request.repetition_penalty}  # fmt: skip
+        elif self.cfg.sampling_params == "transformers":  # `transformers serve`: penalty = 1 + frequency_penalty
+            params["frequency_penalty"] = request.repetition_penalty - 1.0
         if count > 1:
             params["n"] = count
         return params
@@ -252,6 +285,9 @@ class OpenAIBackend:
                 response = self.client.chat.completions.create(**params)
             except openai.APIStatusError as err:
                 error = f"HTTP {err.status_code}: {err.message}"
+                if err.status_code in (400, 422) and self.cfg.sampling_params == "vllm":
+                    error += " (a server that rejects top_k / repetition_penalty: set sampling_params to 'transformers'"
+                    error += " for `transformers serve`, or 'none')"
                 if count > 1 and err.status_code in (400, 422):
                     return _Reply(error=self._redact(error), attempts=attempt + 1, n_rejected=True)
                 retry = err.status_code in RETRY_STATUS or err.status_code >= 500

@@ -6,19 +6,52 @@ Why actors and not a `ray.data` pipeline: a Ray Data actor pool lives for one da
 writes its records chunk by chunk (to lose at most one chunk to a crash) would reload the model for every chunk.
 These actors are created once per stage and model, and every chunk's batches are spread over them.
 
-Use: `engine: {name: ray, ray_address: auto, num_actors: 8, num_gpus_per_actor: 1}` or `mpa run --engine ray`.
+Use: `engine: {name: ray, ray_address: auto, num_actors: 8}` or `mpa run --engine ray`. GPUs: with
+`num_gpus_per_actor` unset, each actor of an in-process backend (hf, vllm) reserves one GPU when the cluster has
+GPUs; on a cluster without GPUs a model whose weights exceed LARGE_MODEL_BYTES is refused rather than silently run
+on CPUs (set `num_gpus_per_actor: 0` to ask for that explicitly). OpenAI-client actors never reserve a GPU.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from mpa.backends.base import GenRequest, GenResult
+from mpa.backends.base import IN_PROCESS, GenRequest, GenResult
 from mpa.config import EngineConfig, ModelConfig
-from mpa.errors import MPAError
+from mpa.errors import ConfigError, MPAError
 
 log = logging.getLogger(__name__)
+LARGE_MODEL_BYTES = 2 * 1024**3  # ~1B parameters in bf16: slower than useful on CPUs
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+def weight_bytes(model: str) -> int | None:
+    """Size of a local checkpoint's weight files; None for a hub id or server name (not on this disk)."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return None
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def gpus_per_actor(cfg: ModelConfig, engine: EngineConfig, cluster_gpus: float) -> float:
+    """The GPUs each actor reserves: the configured number, else 1 for an in-process model on a cluster with
+    GPUs; refuses to put a large in-process model on CPUs unless `num_gpus_per_actor: 0` says so."""
+    if engine.num_gpus_per_actor is not None:
+        return engine.num_gpus_per_actor
+    if cfg.backend not in IN_PROCESS:
+        return 0.0
+    if cluster_gpus > 0:
+        return 1.0
+    size = weight_bytes(cfg.model)
+    if size is None or size > LARGE_MODEL_BYTES:
+        what = f"{size / 1024**3:.1f} GiB of weights" if size is not None else "a model whose size is unknown here"
+        raise ConfigError(
+            f"engine ray: the cluster has no GPUs, and {cfg.model} ({what}) would run on CPUs; connect to a cluster "
+            "with GPUs, or set engine.num_gpus_per_actor=0 to run it on CPUs anyway"
+        )
+    return 0.0
 
 
 class _Worker:
@@ -63,11 +96,12 @@ class RayBackend:
         except ImportError:
             raise MPAError("engine ray needs Ray: pip install 'mpa[ray]' (ray[data])") from None
         _connect(engine)
-        worker = ray.remote(num_cpus=engine.num_cpus_per_actor, num_gpus=engine.num_gpus_per_actor)(_Worker)
+        gpus = gpus_per_actor(cfg, engine, float(ray.cluster_resources().get("GPU", 0.0)))
+        worker = ray.remote(num_cpus=engine.num_cpus_per_actor, num_gpus=gpus)(_Worker)
         self.cfg = cfg
         threads = max(1, int(engine.num_cpus_per_actor))
         self._actors = [worker.remote(cfg.model_dump(), threads) for _ in range(engine.num_actors)]
-        log.info("ray: %d actors for %s", len(self._actors), cfg.model)
+        log.info("ray: %d actors for %s, %g GPU(s) each", len(self._actors), cfg.model, gpus)
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         import ray

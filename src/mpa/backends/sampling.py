@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import torch
 from transformers import LogitsProcessor
-from transformers.generation.logits_process import TopPLogitsWarper
+from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
 _EPS = 1e-10
 
 
 class SeededGumbelSampler(LogitsProcessor):
-    """Turn greedy decoding into per-row seeded sampling at `temperature` with nucleus `top_p`."""
+    """Turn greedy decoding into per-row seeded sampling at `temperature` with top-k (0 = off) and nucleus `top_p`
+    filtering, applied in the order vLLM and HF apply them (temperature, top-k, top-p)."""
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float = 1.0) -> None:
+    def __init__(self, seeds: list[int], temperature: float, top_p: float = 1.0, top_k: int = 0) -> None:
         if temperature <= 0:
             raise ValueError("temperature must be > 0 for sampling")
         self.seeds = seeds
         self.temperature = temperature
+        self.top_k = TopKLogitsWarper(top_k) if top_k > 0 else None
         self.top_p = TopPLogitsWarper(top_p) if top_p < 1.0 else None
         self._generators: list[torch.Generator] | None = None
 
@@ -34,6 +36,8 @@ class SeededGumbelSampler(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float() / self.temperature
+        if self.top_k is not None:
+            scores = self.top_k(input_ids, scores)
         if self.top_p is not None:
             scores = self.top_p(input_ids, scores)
         vocab = scores.shape[-1]

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mpa.backends import Backend, GenRequest, load_backend
+from mpa.backends import Backend, GenRequest, decoding_settings, load_backend
 from mpa.config import ConfigError, MPAConfig
 from mpa.images import ImageSource, LoadedImage, iter_images, list_sources, load_image
 from mpa.parsing import answer_type, parse_qa_pairs
@@ -61,8 +61,16 @@ def sources_digest(sources: list[ImageSource]) -> str:
     return f"{len(sources)}:" + fingerprint({"sources": [s.source for s in sources]})
 
 
+def annotate_request(cfg: MPAConfig, key: str, prompt: str, image: Any) -> GenRequest:
+    """The teacher's request for one image: every decoding parameter from the config, none left to a backend."""
+    a = cfg.annotate
+    return GenRequest(key=key, prompt=prompt, image=image, n=a.samples_per_image, temperature=a.temperature,
+                      top_p=a.top_p, top_k=a.top_k, repetition_penalty=a.repetition_penalty,
+                      max_new_tokens=a.max_new_tokens, seed=cfg.seed)  # fmt: skip
+
+
 def stage_settings(cfg: MPAConfig, sources: list[ImageSource] | None = None) -> dict[str, Any]:
-    """Everything that changes this stage's outputs."""
+    """Everything that changes this stage's outputs, and the exact decoding the teacher is asked with."""
     return {
         "images": cfg.images.model_dump(),
         "sources": sources_digest(sources if sources is not None else list_sources(cfg.images)),
@@ -70,6 +78,7 @@ def stage_settings(cfg: MPAConfig, sources: list[ImageSource] | None = None) -> 
         "annotate": cfg.annotate.model_dump(),
         "prompt_id": resolve_prompt(cfg).id,
         "seed": cfg.seed,
+        "decoding": decoding_settings(cfg.teacher, annotate_request(cfg, "", "", None)),
     }
 
 
@@ -117,11 +126,7 @@ def _annotate_chunk(
     (image, sample), so regenerating a request reproduces the samples that were kept)."""
     text = render_annotate_prompt(prompt, pairs_per_call(cfg, prompt))
     a = cfg.annotate
-    requests = [
-        GenRequest(key=image_id, prompt=text, image=image, n=a.samples_per_image, temperature=a.temperature,
-                   top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=cfg.seed)
-        for image_id, image in work
-    ]  # fmt: skip
+    requests = [annotate_request(cfg, image_id, text, image) for image_id, image in work]
     results = checked(requests, backend.generate(requests))
     record_usage(writer.path.parent / USAGE_FILE, "teacher", results)
     records = []
@@ -191,7 +196,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
     try:
         with JsonlWriter(img_file) as img_w, JsonlWriter(ann_file) as ann_w:
             bar = progress(total=len(sources), desc="annotate", unit="img")
-            step = chunk_size(CHUNK_IMAGES, cfg.engine, cfg.teacher.batch_size)
+            step = chunk_size(CHUNK_IMAGES, cfg.engine, cfg.teacher)
             chunks = (sources[start : start + step] for start in range(0, len(sources), step))
             for chunk, loaded_chunk in prefetched(chunks, lambda c: list(_load_chunk(cfg, c, known, pending))):
                 new_records, work = [], []

@@ -132,9 +132,15 @@ def checked(requests: list[GenRequest], results: list[GenResult]) -> list[GenRes
     return ordered
 
 
-def chunk_size(base: int, engine: EngineConfig, batch_size: int) -> int:
-    """Items per write step: `base` locally; with the Ray engine, enough for two batches per actor."""
-    return base if engine.name == "local" else max(base, 2 * engine.num_actors * batch_size)
+def chunk_size(base: int, engine: EngineConfig, model: ModelConfig) -> int:
+    """Items per write step: `base`, or enough that every worker always has work queued within a chunk (a server's
+    concurrency, vLLM's batch, two batches per Ray actor), so continuous batching never drains mid-chunk."""
+    from mpa.backends import requests_in_flight
+
+    in_flight = requests_in_flight(model)
+    if engine.name == "ray":
+        return max(base, 2 * engine.num_actors * max(model.batch_size, in_flight))
+    return max(base, 2 * in_flight)
 
 
 def prefetched(chunks: Iterable[T], load: Callable[[T], U]) -> Iterator[tuple[T, U]]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mpa.backends import Backend, load_backend
+from mpa.backends import Backend, for_trained_weights, load_backend
 from mpa.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
 from mpa.config import BenchmarkConfig, ConfigError, ModelConfig, MPAConfig
 from mpa.evaluation import METRICS, evaluate_model
@@ -31,8 +31,11 @@ def unit_settings(cfg: MPAConfig, role: str, b: BenchmarkConfig, level_fp: str |
     """What changes one unit's outputs: the model (for student_after: the level stage that made it) and the data."""
     model = {"level": level_fp} if role == "student_after" else model_identity(getattr(cfg, role.split("_")[0]))
     spec = BENCHMARKS[b.name]
-    return {"model": model, "benchmark": b.model_dump(), "prompt_id": spec.prompt_id,
-            "max_new_tokens": cfg.evaluate.max_new_tokens}  # fmt: skip
+    settings = {"model": model, "benchmark": b.model_dump(), "prompt_id": spec.prompt_id,
+                "max_new_tokens": cfg.evaluate.max_new_tokens}  # fmt: skip
+    if cfg.evaluate.repetition_penalty != 1.0:  # (absent when off, so earlier evaluations still resume)
+        settings["repetition_penalty"] = cfg.evaluate.repetition_penalty
+    return settings
 
 
 def check_benchmarks(cfg: MPAConfig) -> None:
@@ -59,7 +62,12 @@ def _model_for(cfg: MPAConfig, rd: RunDir, role: str) -> ModelConfig | None:
     if manifest is None:
         return None
     trained = manifest["student_after"]  # the leveled weights; device / batch size / dtype from today's config
-    return cfg.student.model_copy(update={k: trained[k] for k in ("model", "adapter", "revision")})
+    after = cfg.student.model_copy(update={k: trained[k] for k in ("model", "adapter", "revision")})
+    if for_trained_weights(after) is not after:
+        log.warning("evaluate: student_after runs in-process (backend hf): the %s server serves only the base "
+                    "weights, not the leveled ones in %s", cfg.student.backend,
+                    trained["adapter"] or trained["model"])  # fmt: skip
+    return for_trained_weights(after)
 
 
 def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
@@ -92,6 +100,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
                 backend = backend or load_backend(model, cfg.engine)
                 metrics = evaluate_model(model, b.name, samples[label], rd.stage_dir(unit), metric=b.metric,
                                          max_new_tokens=cfg.evaluate.max_new_tokens, backend=backend,
+                                         repetition_penalty=cfg.evaluate.repetition_penalty,
                                          desc=f"evaluate {role} on {label}")  # fmt: skip
                 rd.finish(unit, fp, settings, {"metrics": metrics})
                 ran += 1

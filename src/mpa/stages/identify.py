@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mpa.backends import Backend, GenRequest, load_backend
+from mpa.backends import Backend, GenRequest, decoding_settings, load_backend
 from mpa.config import IdentifyConfig, ModelConfig, MPAConfig
 from mpa.export import write_exports
 from mpa.images import ImageSource, LoadedImage, load_image
@@ -53,7 +53,14 @@ def stage_settings(cfg: MPAConfig, upstream_fp: str) -> dict[str, Any]:
         "identify": cfg.identify.model_dump(),
         "answer_prompt": ANSWER_PROMPT_ID,
         "seed": cfg.seed,
+        "decoding": {
+            role: decoding_settings(model, _requests(cfg, [_PROBE], {"": None}, sampled=False)[0])
+            for role, model in (("teacher", cfg.teacher), ("student", cfg.student))
+        },
     }
+
+
+_PROBE = {"qa_id": "", "question": "", "image_id": ""}  # a request whose decoding the manifest records
 
 
 def _requests(cfg: MPAConfig, qas: list[dict[str, Any]], images: dict[str, Any], sampled: bool) -> list[GenRequest]:
@@ -65,6 +72,7 @@ def _requests(cfg: MPAConfig, qas: list[dict[str, Any]], images: dict[str, Any],
             image=images[qa["image_id"]],
             n=ident.self_consistency if sampled else 1,
             temperature=ident.self_consistency_temperature if sampled else 0.0,
+            repetition_penalty=ident.repetition_penalty,
             max_new_tokens=ident.max_new_tokens,
             seed=cfg.seed,
         )
@@ -88,7 +96,7 @@ def answer_all(
     bar.update(len(qas) - len(pending))
     try:
         with JsonlWriter(out) as writer:
-            step = chunk_size(CHUNK_QUESTIONS, cfg.engine, model.batch_size)
+            step = chunk_size(CHUNK_QUESTIONS, cfg.engine, model)
             chunks = (pending[start : start + step] for start in range(0, len(pending), step))
             for chunk, images in prefetched(chunks, _load_images):
                 missing = [qa for qa in chunk if images[qa["image_id"]].image is None]

@@ -5,9 +5,12 @@ Training data (all label-free, from identify/candidates.jsonl):
   retention mix  teacher-consistent QAs the student already answers right (`retention_ratio` per gap sample);
   validation     `val_fraction` of ALL teacher-consistent QAs (gap and retention alike), held out from training,
                  used for label-free validation loss (early stopping, best checkpoint) and accuracy.
-The student is trained with exactly the prompt it is asked with at identify and evaluation (TRL `SFTTrainer`,
-prompt/completion rows, loss on the answer tokens only). Outputs in RUN_DIR/level/: adapter/ (LoRA) or model/
-(full), merged/ on request, trainer/ checkpoints, data_summary.json, metrics.json, manifest.json.
+The student is trained with exactly the prompt it is asked with at identify and evaluation, token for token
+(TRL `SFTTrainer` with `backends.hf_collator.ChatCollator`: the HF backend's own prompt, loss on the answer and
+its end-of-turn only). Full fine-tuning freezes the vision tower and/or projector by one rule for every family
+(`backends.hf_parts`); LoRA goes on every linear layer of the language model by default.
+Outputs in RUN_DIR/level/: adapter/ (LoRA) or model/ (full), merged/ on request, trainer/ checkpoints,
+data_summary.json, metrics.json, manifest.json.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mpa import distributed
-from mpa.config import ConfigError, LevelConfig, ModelConfig, MPAConfig
+from mpa.config import LANGUAGE_MODEL_LINEAR, ConfigError, LevelConfig, ModelConfig, MPAConfig
 from mpa.errors import MPAError
 from mpa.metrics import match_answers, normalize_vqa_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
@@ -96,32 +99,32 @@ def split_data(cands: list[dict[str, Any]], lvl: LevelConfig, seed: int) -> dict
     return {"gap": gap, "train": train, "retention": retention, "val": val}
 
 
-def _dataset(rows: list[dict[str, Any]], max_pixels: int | None):  # -> datasets.Dataset
+def _dataset(rows: list[dict[str, Any]], student: ModelConfig):  # -> datasets.Dataset
     """Prompt/completion rows whose images are decoded on access exactly as at identify and evaluation time
     (EXIF rotation, alpha on white, pixel budget), so the student trains on what it is later shown."""
     import datasets
 
     data = {
         "images": [[r["image_path"]] for r in rows],
-        "prompt": [[{"role": "user", "content": render_answer_prompt(r["question"])}] for r in rows],
-        "completion": [[{"role": "assistant", "content": r["pseudo_answer"]}] for r in rows],
+        "prompt": [render_answer_prompt(r["question"]) for r in rows],
+        "completion": [r["pseudo_answer"] for r in rows],
     }
 
     def decode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        batch["images"] = [[_train_image(path, max_pixels) for path in paths] for paths in batch["images"]]
+        batch["images"] = [[_train_image(path, student) for path in paths] for paths in batch["images"]]
         return batch
 
     return datasets.Dataset.from_dict(data).with_transform(decode)
 
 
-def _train_image(path: str, max_pixels: int | None) -> Any:
-    from mpa.backends.base import fit_pixel_budget
+def _train_image(path: str, student: ModelConfig) -> Any:
     from mpa.images import ImageSource, load_image
+    from mpa.pixels import fit_pixel_budget
 
     loaded = load_image(ImageSource(path, Path(path)))
     if loaded.image is None:
         raise MPAError(f"level: training image {path} can no longer be read ({loaded.error}); restore it and rerun")
-    return fit_pixel_budget(loaded.image, max_pixels)
+    return fit_pixel_budget(loaded.image, student.max_pixels, student.min_pixels)
 
 
 def _load_student(student: ModelConfig, lvl: LevelConfig):  # -> (model, processor)
@@ -129,17 +132,18 @@ def _load_student(student: ModelConfig, lvl: LevelConfig):  # -> (model, process
     from transformers import AutoModelForImageTextToText
 
     from mpa.backends.hf import load_processor, resolve_device
+    from mpa.backends.hf_parts import freeze
 
     processor = load_processor(student)
     device = resolve_device(student.device)
     dtype = torch.bfloat16 if _use_bf16(lvl, device) else torch.float32
+    extra = {"attn_implementation": student.attn_implementation} if student.attn_implementation else {}
     model = AutoModelForImageTextToText.from_pretrained(
-        student.model, revision=student.revision, dtype=dtype, trust_remote_code=student.trust_remote_code
+        student.model, revision=student.revision, dtype=dtype, trust_remote_code=student.trust_remote_code, **extra
     )
-    if lvl.method == "full" and lvl.freeze_vision:
-        for name, param in model.named_parameters():
-            if any(tag in name for tag in ("vision_tower", "vision_model", "visual.", "image_encoder")):
-                param.requires_grad_(False)
+    if lvl.method == "full":
+        trainable = freeze(model, vision_tower=lvl.freeze_vision, projector=lvl.freeze_projector)
+        log.info("level: trainable parameters per part %s", trainable)
     return model, processor
 
 
@@ -157,6 +161,8 @@ def _trainer(cfg: MPAConfig, sdir: Path, train_ds: Any, val_ds: Any, model: Any,
     from trl import SFTConfig, SFTTrainer
 
     from mpa.backends.hf import resolve_device
+    from mpa.backends.hf_collator import ChatCollator
+    from mpa.backends.hf_parts import lora_targets
 
     lvl = cfg.level
     device = resolve_device(cfg.student.device)
@@ -184,8 +190,9 @@ def _trainer(cfg: MPAConfig, sdir: Path, train_ds: Any, val_ds: Any, model: Any,
         load_best_model_at_end=False,  # the Trainer's reload misses renamed VLM keys; `_restore_best` does it
         metric_for_best_model="eval_loss" if has_val else None,
         greater_is_better=False if has_val else None,
-        completion_only_loss=True,
         max_length=None,  # never truncate: it would cut image tokens
+        dataset_kwargs={"skip_prepare_dataset": True},  # rows are rendered by ChatCollator, batch by batch
+        remove_unused_columns=False,
         report_to="none",
         use_cpu=device.type == "cpu",
         bf16=_use_bf16(lvl, device),
@@ -197,11 +204,12 @@ def _trainer(cfg: MPAConfig, sdir: Path, train_ds: Any, val_ds: Any, model: Any,
     )
     peft_config = None
     if lvl.method == "lora":
+        targets = lvl.lora_target_modules
         peft_config = LoraConfig(
             r=lvl.lora_r,
             lora_alpha=lvl.lora_alpha,
             lora_dropout=lvl.lora_dropout,
-            target_modules=lvl.lora_target_modules,
+            target_modules=lora_targets(model) if targets == LANGUAGE_MODEL_LINEAR else targets,
             task_type="CAUSAL_LM",
         )
     callbacks = [EarlyStoppingCallback(lvl.early_stopping_patience)] if has_val and lvl.early_stopping_patience else []
@@ -211,6 +219,7 @@ def _trainer(cfg: MPAConfig, sdir: Path, train_ds: Any, val_ds: Any, model: Any,
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=processor,
+        data_collator=ChatCollator(processor, model.generation_config.eos_token_id),
         peft_config=peft_config,
         callbacks=[*callbacks, _step_bar()],
     )
@@ -265,7 +274,7 @@ def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[dict[str, Any]
         images = {r["image_id"]: load_image(ImageSource(r["image_path"], Path(r["image_path"]))).image for r in val}
         requests = [
             GenRequest(key=r["qa_id"], prompt=render_answer_prompt(r["question"]), image=images[r["image_id"]],
-                       max_new_tokens=cfg.identify.max_new_tokens)
+                       max_new_tokens=cfg.identify.max_new_tokens, repetition_penalty=cfg.identify.repetition_penalty)
             for r in val
         ]  # fmt: skip
         results = backend.generate(requests)
@@ -317,10 +326,16 @@ def last_complete_checkpoint(trainer_dir: Path) -> str | None:
 
 
 def trained_student(cfg: MPAConfig, sdir: Path) -> ModelConfig:
-    """The leveled student as a model config (base + adapter, or the fully fine-tuned folder)."""
+    """The leveled student as a model config (base + adapter, or the fully fine-tuned folder), on a backend that
+    loads those weights: a served student (backend openai) is validated in-process, never through a server that
+    holds only the base model."""
+    from mpa.backends import for_trained_weights
+
     if cfg.level.method == "lora":
-        return cfg.student.model_copy(update={"adapter": str(sdir / "adapter")})
-    return cfg.student.model_copy(update={"model": str(sdir / "model"), "adapter": None, "revision": None})
+        trained = cfg.student.model_copy(update={"adapter": str(sdir / "adapter")})
+    else:
+        trained = cfg.student.model_copy(update={"model": str(sdir / "model"), "adapter": None, "revision": None})
+    return for_trained_weights(trained)
 
 
 def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
@@ -352,9 +367,8 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
             "matches the teacher on every pseudo-QA, or annotation gave no usable pairs; see identify/manifest.json"
         )
     model, processor = _load_student(cfg.student, cfg.level)
-    px = cfg.student.max_pixels
-    val_ds = _dataset(data["val"], px) if data["val"] else None
-    trainer = _trainer(cfg, sdir, _dataset(data["train"], px), val_ds, model, processor)
+    val_ds = _dataset(data["val"], cfg.student) if data["val"] else None
+    trainer = _trainer(cfg, sdir, _dataset(data["train"], cfg.student), val_ds, model, processor)
     if distributed.is_main():
         last_complete_checkpoint(sdir / "trainer")  # removes a checkpoint torn by a crash
     distributed.barrier()
@@ -372,13 +386,15 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     processor.save_pretrained(out_dir)
     outputs: dict[str, Any] = {"counts": counts, "output": str(out_dir), "resumed": resume is not None,
                                "resumed_from": Path(resume).name if resume else None}  # fmt: skip
+    merged_model = None
     if cfg.level.method == "lora" and cfg.level.merge:
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(sdir / "merged")
+        merged_model = trainer.model.merge_and_unload()
+        merged_model.save_pretrained(sdir / "merged")
         processor.save_pretrained(sdir / "merged")
         outputs["merged"] = str(sdir / "merged")
     history = trainer.state.log_history
-    del trainer, model
+    del trainer, model, merged_model
+    _free_memory()  # the trained model leaves the device before validation loads the saved one
     after = trained_student(cfg, sdir)
     val_before = sum(r["student_correct"] for r in data["val"]) / len(data["val"]) if data["val"] else None
     metrics = {
@@ -394,6 +410,16 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     manifest = rd.finish(STAGE, fp, settings, outputs)
     distributed.barrier()
     return manifest
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _best(history: list[dict[str, Any]]) -> dict[str, Any] | None:
