@@ -7,16 +7,10 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import random
 import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +27,7 @@ from mpa.rundir import iter_jsonl
 from mpa.stages.common import model_identity
 from mpa.stages.usage import record_usage, usage_summary
 from tests.fault_server import FaultServer
+from tests.serving import DEMO_MODELS, transformers_serve
 
 KEY_ENV = "MPA_TEST_API_KEY"
 SECRET = "sk-test-Zq8vX3kP0secret"
@@ -308,41 +303,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# The bundled demo teacher (trained on easy-VQA; writes parseable QA pairs) and student: nothing to train here.
-DEMO_MODELS = Path(str(resources.files("mpa.demo"))) / "models"
-
-
 @pytest.fixture(scope="module")
 def served_teacher() -> Iterator[str]:
     """`transformers serve` pinned to the demo teacher on a free loopback port; yields its base URL."""
-    pytest.importorskip("fastapi", reason="`transformers serve` needs the [serve] extra (fastapi, uvicorn)")
-    pytest.importorskip("uvicorn", reason="`transformers serve` needs the [serve] extra (fastapi, uvicorn)")
-    port = _free_port()
-    code = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; sys.exit(main())"
-    cmd = [sys.executable, "-c", code, "serve", str(DEMO_MODELS / "teacher"), "--host", "127.0.0.1", "--port",
-           str(port), "--device", "cpu"]  # fmt: skip
-    with tempfile.TemporaryFile() as log:
-        # One OpenMP thread: two spin against other work on a 2-core machine (measured 25 ms -> 700 ms a request).
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        pytest.fail(f"transformers serve did not start:\n{log.read().decode()[-3000:]}")
-                    time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            proc.terminate()  # by PID: only the server this fixture started
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with transformers_serve(DEMO_MODELS / "teacher") as url:
+        yield url
 
 
 def _answers(path: Path, key: str) -> dict[str, Any]:

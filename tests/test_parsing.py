@@ -464,3 +464,12 @@ ANSWER_TYPES = [
 @pytest.mark.parametrize(("answer", "expected"), ANSWER_TYPES)
 def test_answer_type(answer: str, expected: str) -> None:
     assert answer_type(answer) == expected
+
+
+def test_reasoning_blocks_are_skipped() -> None:
+    from mpa.parsing import parse_qa_pairs, parse_short_answer
+
+    assert parse_short_answer("<think>\nThe image is red.\n</think>\n\nRed.") == "Red"
+    assert parse_short_answer("\n</think>\n\nred") == "red"  # the generation prompt opened the block
+    pairs = parse_qa_pairs("</think>\nQuestion: What colour is it? Answer: red").pairs
+    assert [(p.question, p.answer) for p in pairs] == [("What colour is it?", "red")]

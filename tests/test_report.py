@@ -2,7 +2,8 @@
 the run's own files, for escaping, for partial runs, and rendered in headless Chromium.
 
 The Chromium check needs /usr/bin/chromium (or `chromium` on PATH) and the `playwright` package (dev extra; it
-drives the system browser, nothing is downloaded). Without them the test fails, unless MPA_ALLOW_NO_BROWSER=1.
+drives the system browser, nothing is downloaded). Without them it is skipped with a line saying how to run it,
+except in CI (`CI=true` or MPA_REQUIRE_BROWSER=1, set by .ci/run, which installs Chromium): there it fails.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from mpa.rundir import iter_jsonl
 from tests.test_pipeline import make_tree
 
 SECTION_IDS = ["headline", "benchmarks", "funnel", "training", "gallery", "changes", "cost", "config"]
-BAR_MARKS = re.compile(r"\r|it/s|img/s|q/s|step/s|s/it|%\|")  # what a tqdm bar (ours or a library's) prints
+BAR_MARKS = re.compile(r"\r|it/s|img/s|q/s|step/s|s/step|s/it|%\|")  # what a tqdm bar (ours or a library's) prints
 
 
 def _mpa(*args: str, timeout_s: int = 300) -> subprocess.CompletedProcess[str]:
@@ -229,24 +230,24 @@ def test_level_progress_is_a_plain_line_off_a_terminal(quiet_run: tuple[Path, An
     proc = _mpa("run", "--run-dir", str(run), "--stages", "level")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "\r" not in proc.stderr
-    assert re.search(r"^level \(train\): (\d+)/\1 step \(100%\) \[.*step/s, loss=", proc.stderr, re.M), proc.stderr
+    line = r"^level \(train\): (\d+)/\1 step \(100%\) \[.*(step/s|s/step), loss="  # a slow machine shows s/step
+    assert re.search(line, proc.stderr, re.M), proc.stderr
     assert re.search(r"INFO mpa.pipeline: level: done in", proc.stderr)
 
 
 def _browser() -> Any:
     """Playwright driving the system Chromium, or a failure that says what to install."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    allow_skip = os.environ.get("MPA_ALLOW_NO_BROWSER") == "1"
+    required = os.environ.get("CI") == "true" or os.environ.get("MPA_REQUIRE_BROWSER") == "1"
     if chromium is None:
-        if allow_skip:
-            pytest.skip("no chromium on PATH and MPA_ALLOW_NO_BROWSER=1")
-        pytest.fail("the report test needs Chromium: `apt-get install -y chromium` (.ci/run does this), or set "
-                    "MPA_ALLOW_NO_BROWSER=1 to skip it")  # fmt: skip
+        if not required:
+            pytest.skip("no Chromium on PATH: `sudo apt-get install -y chromium` to run the browser check (CI does)")
+        pytest.fail("the report test needs Chromium: `apt-get install -y chromium` (.ci/run does this)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        if allow_skip:
-            pytest.skip("playwright not installed and MPA_ALLOW_NO_BROWSER=1")
+        if not required:
+            pytest.skip("playwright not installed: pip install -c constraints.txt -e '.[dev]'")
         pytest.fail("the report test needs playwright: pip install -c constraints.txt -e '.[dev]'")
     return sync_playwright, chromium
 

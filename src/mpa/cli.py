@@ -377,10 +377,18 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args)
         stages = args.stages.split(",") if args.command == "run" else [args.command]
         return cmd_run(args, stages)
+    except ImportError as err:  # an optional package a model or backend needs (torchvision, num2words, vllm, ...)
+        if getattr(args, "verbose", False):
+            raise
+        from mpa.backends import missing_package
+
+        print(f"mpa: error: {missing_package(err)}", file=sys.stderr)
+        return 2
     except (MPAError, OSError) as err:
         if getattr(args, "verbose", False):
             raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        # transformers' messages may start with a newline: the first line that says something
+        message = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         hint = " (-v shows the traceback)" if isinstance(err, OSError) else ""
         if isinstance(err, OSError) and err.errno in RESOURCE_ERRNOS:
             hint = "; free disk space or fix permissions, then rerun the same command to resume (finished work is kept)"

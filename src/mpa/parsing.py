@@ -306,6 +306,15 @@ def _parse(text: str, max_pairs: int | None, max_answer_words: int) -> ParseResu
     return ParseResult(pairs=tuple(accepted), status=status, rejected=tuple(rejected), fmt=fmt)
 
 
+_REASONING_END = "</think>"
+
+
+def strip_reasoning(text: str) -> str:
+    """The reply after a reasoning block: thinking models (Qwen3.5, Qwen3-VL Thinking) write `<think>...</think>`
+    before their answer, or only `...</think>` when the chat template's generation prompt opened the block."""
+    return text.rsplit(_REASONING_END, 1)[-1] if _REASONING_END in text else text
+
+
 def parse_qa_pairs(text: str, *, max_pairs: int | None = None, max_answer_words: int = 8) -> ParseResult:
     """Parse a teacher's reply into question/answer pairs; never raises.
 
@@ -318,7 +327,7 @@ def parse_qa_pairs(text: str, *, max_pairs: int | None = None, max_answer_words:
     """
     try:
         text = text if isinstance(text, str) else ("" if text is None else str(text))
-        return _parse(text, max_pairs, max_answer_words)
+        return _parse(strip_reasoning(text), max_pairs, max_answer_words)
     except Exception:  # a last guard: one bad reply must never stop a whole annotate run
         return ParseResult(pairs=(), status="unparseable", rejected=(), fmt="none")
 
@@ -328,12 +337,13 @@ def parse_short_answer(text: str, *, strip_period: bool = True) -> str:
 
     Takes the first non-empty line and strips "Answer:" / "The answer is" prefixes, markdown, quotes and (unless
     `strip_period` is off) a trailing period. Matching normalises further (metrics/normalize.py). ANLS scoring
-    keeps the period: ST-VQA answers such as "Fair grounds." contain one, and ANLS compares characters.
+    keeps the period: ST-VQA answers such as "Fair grounds." contain one, and ANLS compares characters. A
+    reasoning block (`<think>...</think>`) before the answer is skipped.
     """
     try:
         if not isinstance(text, str):
             return ""
-        for line in text.splitlines():
+        for line in strip_reasoning(text).splitlines():
             stripped = _strip_wrappers(line)
             while True:
                 shorter = _strip_wrappers(_ANSWER_PREFIX_RE.sub("", stripped, count=1))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mpa import distributed
+from mpa.backends import check_model
 from mpa.config import ConfigError, MPAConfig, dump_config
 from mpa.errors import StageConflictError
 from mpa.report import current_environment, write_summary
@@ -88,6 +89,8 @@ def check_inputs(cfg: MPAConfig, stages: list[str] | None = None) -> None:
             )
         if model.adapter and not (Path(model.adapter).expanduser() / "adapter_config.json").exists():
             raise ConfigError(f"{role}.adapter: {model.adapter} has no adapter_config.json (a PEFT adapter folder)")
+        if not served and _looks_local(model.model) and {"annotate", "identify", "level", "evaluate"} & set(stages):
+            check_model(model, role)  # the processor loads: chat template, torchvision, num2words
     if cfg.annotate.prompt_file and not Path(cfg.annotate.prompt_file).is_file():
         raise ConfigError(f"annotate.prompt_file: {cfg.annotate.prompt_file} not found")
     if cfg.annotate.samples_per_image > 1 and cfg.annotate.temperature == 0:

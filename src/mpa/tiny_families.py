@@ -72,6 +72,10 @@ def _save(model_cls, config, processor, out_dir: Path, end_of_turn: Sequence[str
 
     torch.manual_seed(seed)
     model = model_cls(config)
+    with torch.no_grad():  # random init leaves some matrices at zero (Gemma 3's mm_input_projection_weight), which
+        for param in model.parameters():  # would cut the image off the language model; no trained model has that
+            if param.dim() >= 2 and not param.any():
+                param.normal_(0.0, 0.02)
     tok = processor.tokenizer
     eos = [tok.convert_tokens_to_ids(t) for t in end_of_turn]
     model.generation_config = GenerationConfig(

@@ -42,6 +42,33 @@ def requests_in_flight(cfg: ModelConfig) -> int:
     return {"hf": 0, "openai": cfg.concurrency, "vllm": 256}.get(cfg.backend, 0)
 
 
+def missing_package(err: ImportError) -> str:
+    """One line naming what to install for an ImportError raised while loading a model or processor."""
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    for needle, package in (("torchvision", "torchvision"), ("num2words", "num2words"), ("vllm", "vllm")):
+        if needle in text.lower():
+            return f"{text} (install it: pip install {package})"
+    name = getattr(err, "name", None)
+    return f"{text} (install it: pip install {name})" if name else text
+
+
+def check_model(cfg: ModelConfig, role: str) -> None:
+    """Load what a run will need of an in-process model before any stage starts: its processor (the chat template,
+    and the packages its image processor needs: torchvision for Qwen-VL / SmolVLM / InternVL, num2words for
+    SmolVLM). A served model (backend openai) is the server's business."""
+    if cfg.backend not in IN_PROCESS:
+        return
+    from mpa.backends.hf import load_processor
+    from mpa.errors import ConfigError
+
+    try:
+        load_processor(cfg)
+    except ImportError as err:
+        raise ConfigError(f"{role}.model {cfg.model}: {missing_package(err)}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{role}.{err}") from None
+
+
 def load_backend(cfg: ModelConfig, engine: EngineConfig | None = None) -> Backend:
     """Instantiate the backend named by `cfg.backend` (heavy imports happen only here); with the Ray engine, a
     pool of Ray actors that each hold one such backend."""
@@ -61,8 +88,10 @@ __all__ = [
     "Backend",
     "GenRequest",
     "GenResult",
+    "check_model",
     "decoding_settings",
     "for_trained_weights",
     "load_backend",
+    "missing_package",
     "requests_in_flight",
 ]

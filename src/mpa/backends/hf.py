@@ -182,8 +182,10 @@ class HFBackend:
         )
 
     @torch.inference_mode()
-    def _generate_batch(self, requests: list[GenRequest], rows: list[_Row]) -> list[tuple[str, int, int]]:
-        batch = [requests[row.index] for row in rows]
+    def prompt_inputs(self, batch: list[GenRequest]):  # -> transformers.BatchFeature
+        """The model inputs `generate` gets for `batch` (left padded): the chat template's generation prompt with
+        each image fitted to the pixel budget. Training renders its prompts through the same call
+        (`hf_collator.ChatCollator.prompts`); tests compare the two token for token."""
         convs = [conversation(r.prompt, r.image is not None) for r in batch]
         processor_kwargs: dict[str, object] = {"padding": True}
         if batch[0].image is not None:
@@ -191,14 +193,18 @@ class HFBackend:
                 [fit_pixel_budget(r.image, self.cfg.max_pixels, self.cfg.min_pixels)]  # type: ignore[arg-type]
                 for r in batch
             ]
-        inputs = self.processor.apply_chat_template(
+        return self.processor.apply_chat_template(
             convs,
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
             processor_kwargs=processor_kwargs,
-        ).to(self.device)
+        )
+
+    def _generate_batch(self, requests: list[GenRequest], rows: list[_Row]) -> list[tuple[str, int, int]]:
+        batch = [requests[row.index] for row in rows]
+        inputs = self.prompt_inputs(batch).to(self.device)
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         first = batch[0]

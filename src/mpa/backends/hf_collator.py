@@ -8,9 +8,11 @@ conversation but prompts with `assistant\\n`; the labels then start with ` \\n`)
   prompt      = `processor.apply_chat_template(conversation, add_generation_prompt=True, images=...)`: the same call,
                 conversation (`conversation()`), images (pixel budget) and processor (left padding, budget) as
                 `HFBackend`, so image tokens are expanded by the model's own processor;
-  completion  = the answer + the template's end of turn (`end_of_turn()`: what the template writes after an
-                assistant reply, up to and including its end-of-turn token), tokenized on its own, as the model
-                produces it after the prompt;
+  completion  = what the template writes between the generation prompt and a reply (SmolVLM's " " after
+                "Assistant:", Qwen3.5's empty think block) + the answer + the template's end of turn (up to and
+                including the end-of-turn token), tokenized on its own, as the model produces it after the prompt
+                (`reply_frame()`; when a template's conversation does not extend its generation prompt, as with
+                LLaVA-OneVision, the prompt wins and nothing comes before the answer);
   labels      = the completion tokens only (-100 elsewhere);
 then rows are flushed left (no left padding: positions start at 0, as for a single generation prompt).
 """
@@ -40,17 +42,22 @@ def _eos_strings(processor: Any, model_eos: int | list[int] | None) -> list[str]
     return [n for n in names if n]
 
 
-def end_of_turn(processor: Any, model_eos: int | list[int] | None = None) -> str:
-    """What the chat template writes after an assistant reply, cut after the first end-of-turn token (the model
-    stops there); the tokenizer's EOS when the template writes nothing after a reply."""
-    turn = [*conversation("?", has_image=False), {"role": "assistant", "content": [{"type": "text", "text": PROBE}]}]
+def reply_frame(processor: Any, model_eos: int | list[int] | None = None) -> tuple[str, str]:
+    """(before, after): what the chat template writes between the generation prompt and an assistant reply, and
+    after the reply up to and including the first end-of-turn token (the model stops there; the tokenizer's EOS
+    when the template writes nothing after a reply)."""
+    user = conversation("?", has_image=False)
+    turn = [*user, {"role": "assistant", "content": [{"type": "text", "text": PROBE}]}]
     full = processor.apply_chat_template(turn, tokenize=False)
-    after = full[full.rindex(PROBE) + len(PROBE) :]
+    prompt = processor.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    start = full.rindex(PROBE)
+    before = full[len(prompt) : start] if full.startswith(prompt) else ""
+    after = full[start + len(PROBE) :]
     ends = [(after.find(e), e) for e in _eos_strings(processor, model_eos) if e in after]
     if ends:
         position, token = min(ends)
-        return after[: position + len(token)]
-    return after if after.strip() else (processor.tokenizer.eos_token or "")
+        return before, after[: position + len(token)]
+    return before, after if after.strip() else (processor.tokenizer.eos_token or "")
 
 
 def _flush_left(mask: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -65,7 +72,7 @@ class ChatCollator:
 
     def __init__(self, processor: Any, model_eos: int | list[int] | None = None) -> None:
         self.processor = processor
-        self.suffix = end_of_turn(processor, model_eos)
+        self.before, self.after = reply_frame(processor, model_eos)
 
     def prompts(self, examples: list[dict[str, Any]]) -> Any:  # -> BatchFeature
         """The generation prompts, exactly as `HFBackend` builds them (left padded)."""
@@ -79,7 +86,8 @@ class ChatCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = dict(self.prompts(examples))
         tokenizer = self.processor.tokenizer
-        completions = tokenizer([e["completion"] + self.suffix for e in examples], add_special_tokens=False,
+        texts = [self.before + e["completion"] + self.after for e in examples]
+        completions = tokenizer(texts, add_special_tokens=False,
                                 padding=True, padding_side="right", return_tensors="pt")  # fmt: skip
         prompt_mask = batch.pop("attention_mask")
         input_ids = torch.cat((batch.pop("input_ids"), completions["input_ids"]), dim=1)
