@@ -93,3 +93,25 @@ def test_missing_and_broken_config_files(tmp_path: Path, capsys: pytest.CaptureF
     assert len(err) == 1 and "broken.yaml" in err[0]
     assert main(["run", "--teacher", "x"]) == 2  # no config, no run dir: says what is missing
     assert "mpa: error:" in capsys.readouterr().err
+
+
+def test_a_missing_package_is_one_line_naming_what_to_install(
+    base: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What transformers raises for a Qwen2-VL processor without torchvision (its message starts with a newline)
+    becomes one line, exit 2, before any stage writes."""
+    import mpa.backends.hf as hf
+
+    def no_torchvision(*args: Any, **kwargs: Any) -> Any:
+        raise ImportError("\nQwen2VLVideoProcessor requires the Torchvision library but it was not found in your "
+                          "environment. Check out the instructions on the\ninstallation page")  # fmt: skip
+
+    monkeypatch.setattr(hf, "load_processor", no_torchvision)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(base))
+    for command in ("validate", "run"):
+        assert main([command, str(cfg)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "requires the Torchvision library" in err[0], err
+        assert "pip install torchvision" in err[0] and "teacher.model" in err[0]
+    assert _snapshot(tmp_path / "run") == {}

@@ -5,6 +5,7 @@ limit, like a full disk) stops the run cleanly, and the next run completes it.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -52,16 +53,33 @@ def _lines(path: Path) -> int:
         return 0
 
 
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL `proc` and every process it started (by PID: torchrun puts its workers in sessions of their own, so
+    neither a process group nor a name pattern would be right; a pattern could end other people's runs)."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    proc.send_signal(signal.SIGKILL)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.send_signal(signal.SIGKILL)
+    proc.wait()
+    psutil.wait_procs(children, timeout=30)
+
+
 def _kill_when(cmd: list[str], log: Path, condition: Callable[[], bool], timeout: float = 300) -> bool:
-    """Start `cmd`, SIGKILL it as soon as `condition()` holds; False if it finished first."""
+    """Start `cmd`, SIGKILL it and its child processes as soon as `condition()` holds; False if it finished
+    first."""
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=ENV)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             if condition():
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+                _kill_tree(proc)
                 return True
             if proc.poll() is not None:
                 return False
@@ -69,8 +87,7 @@ def _kill_when(cmd: list[str], log: Path, condition: Callable[[], bool], timeout
         raise AssertionError(f"no kill point within {timeout} s; log: {log}")
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            _kill_tree(proc)
 
 
 def _run(cfg: Path, log: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
