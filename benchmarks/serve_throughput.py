@@ -100,6 +100,9 @@ def main() -> None:
         results = backend.generate(requests)
         elapsed = time.perf_counter() - t0
         backend.close()
+        errors = [r.error for r in results if r.error is not None]
+        if errors:  # a throughput of failed requests is not a throughput
+            raise SystemExit(f"{label}: {len(errors)} of {len(results)} requests failed; first: {errors[0]}")
         texts = [r.texts for r in results]
         reference = reference or texts
         rows.append({
@@ -109,10 +112,16 @@ def main() -> None:
             "load_avg_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews these numbers
         })  # fmt: skip
 
+    model = model.resolve()  # the server is pinned to this folder, and requests name it the same way
     proc, url = start_server(model, tmp / "serve.log", args.server_threads)
     try:
         for c in args.concurrency:
-            measure(f"openai c={c}", ModelConfig(model=str(model), backend="openai", base_url=url, concurrency=c))
+            measure(
+                f"openai c={c}",
+                ModelConfig(
+                    model=str(model), backend="openai", base_url=url, concurrency=c, sampling_params="transformers"
+                ),
+            )
             rows[-1]["server_threads"] = args.server_threads
     finally:
         proc.terminate()
