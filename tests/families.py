@@ -31,8 +31,12 @@ def parrot_rows(images: list[Image.Image]) -> list[dict[str, object]]:
     return [{"images": [image], "prompt": p, "completion": c} for image in images for p, c in prompts.items()]
 
 
-def teach_fixed_replies(model_dir: Path, rows: list[dict[str, object]], steps: int = 80, lr: float = 1e-2) -> None:
-    """Overfit the model in `model_dir` (in place) on `rows` with AdamW: full fine-tuning, plain torch loop."""
+def teach_fixed_replies(
+    model_dir: Path, rows: list[dict[str, object]], max_steps: int = 400, lr: float = 1e-2, target_loss: float = 1e-2
+) -> None:
+    """Overfit the model in `model_dir` (in place) on `rows` with AdamW (full fine-tuning, plain torch loop) until
+    the loss is below `target_loss`: some families (Qwen3.5's linear attention) sit on a plateau for 100+ steps
+    where one prompt's reply is not yet told apart from another's, so a fixed step count is not enough."""
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -47,10 +51,14 @@ def teach_fixed_replies(model_dir: Path, rows: list[dict[str, object]], steps: i
     batch = collator(rows)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
-    for _ in range(steps):
+    for _ in range(max_steps):
         loss = model(**batch).loss
+        if loss.item() < target_loss:
+            break
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+    else:
+        raise AssertionError(f"{model_dir}: no parrot after {max_steps} steps (loss {loss.item():.3f})")
     model.eval()
     model.save_pretrained(model_dir)
