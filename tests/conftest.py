@@ -74,3 +74,42 @@ def tiny_student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llava(
         tmp_path_factory.mktemp("tiny_student"), vision_hidden=16, text_hidden=32, text_layers=1, seed=1
     )
+
+
+# Fixtures that build, train, load or serve a model: a test using any of them (directly or as a parameter naming
+# the fixture) is a tiny-model test, marker `models`.
+MODEL_FIXTURES = frozenset(
+    {"tiny_llava_dir", "tiny_idefics3_dir", "tiny_teacher_dir", "tiny_student_dir", "family_dir", "parrot_dir",
+     "served_teacher", "served", "quick_demo"}
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs a model `models`, so that the fast suite (`-m "not models"`) stays fast. Tests
+    that reach a model another way (the bundled demo models loaded by path) carry the mark themselves; the guard
+    below fails any unmarked test that loads a model anyway."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        used = set(getattr(item, "fixturenames", ())) | {v for v in params.values() if isinstance(v, str)}
+        if MODEL_FIXTURES & used or item.get_closest_marker("families"):
+            item.add_marker(pytest.mark.models)
+
+
+@pytest.fixture(autouse=True)
+def _no_model_outside_the_models_marker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without the `models` (or `slow`) mark that loads model weights fails with a line saying how to
+    mark it, so the fast suite cannot slowly grow model runs again."""
+    if request.node.get_closest_marker("models") or request.node.get_closest_marker("slow"):
+        return
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return
+
+    def refuse(cls: type, *args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} loads a model ({cls.__name__}) but is not marked `models`: add "
+            "`pytestmark = pytest.mark.models` (or use a model fixture listed in tests/conftest.py MODEL_FIXTURES)"
+        )
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(refuse))

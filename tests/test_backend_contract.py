@@ -26,6 +26,8 @@ from mpa.prompts import render_answer_prompt
 from mpa.rundir import iter_jsonl
 from tests.serving import DEMO_MODELS, transformers_serve
 
+pytestmark = pytest.mark.models  # every test here loads, serves or trains a demo model
+
 easy_vqa = pytest.importorskip("easy_vqa")
 BACKENDS = ["hf", "openai", "vllm"]
 

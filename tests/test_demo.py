@@ -16,7 +16,10 @@ from mpa.demo.world import N_LABELLED, split_train
 from mpa.pipeline import run_pipeline
 from mpa.rundir import atomic_write_text, iter_jsonl
 
-pytestmark = pytest.mark.skipif(not (MODELS_DIR / "teacher" / "config.json").exists(), reason="demo models missing")
+pytestmark = [
+    pytest.mark.models,
+    pytest.mark.skipif(not (MODELS_DIR / "teacher" / "config.json").exists(), reason="demo models missing"),
+]
 MARGIN = 0.05  # absolute VQA-accuracy gain the quick demo must show
 
 

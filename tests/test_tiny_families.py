@@ -13,6 +13,8 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from mpa.tiny_families import FAMILIES
 
+pytestmark = pytest.mark.models
+
 CHAT = sorted(set(FAMILIES) - {"paligemma"})
 QWEN_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 QWEN_USER = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What colour is it?<|im_end|>\n"
