@@ -104,3 +104,17 @@ def test_out_of_memory_halves_the_batch_then_fails_only_the_culprit(
     assert got[5].error is not None and got[5].error.startswith("OutOfMemoryError") and got[5].texts == []
     assert [r.texts for i, r in enumerate(got) if i != 5] == [r.texts for i, r in enumerate(want) if i != 5]
     assert all(r.error is None for i, r in enumerate(got) if i != 5)
+
+
+def test_a_programming_error_propagates_instead_of_failing_requests(
+    tiny_llava_dir: Path, color_images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only out-of-memory and per-input errors are recorded on requests; a bug stops generation loudly."""
+    backend = load_backend(ModelConfig(model=str(tiny_llava_dir), batch_size=4))
+
+    def buggy(requests: list[GenRequest], rows: list) -> list:
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setattr(backend, "_generate_batch", buggy)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        backend.generate(_requests(_images(color_images, 4)))

@@ -22,7 +22,7 @@ from typing import Any
 
 from mpa import __version__
 from mpa.config import ConfigError, MPAConfig, build_config, dump_config, read_yaml, set_dotted
-from mpa.errors import MPAError
+from mpa.errors import MPAError, RunError
 
 log = logging.getLogger("mpa")
 STAGES = ("annotate", "identify", "level", "evaluate")
@@ -271,7 +271,11 @@ def cmd_run(args: argparse.Namespace, stages: list[str]) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
-    manifests = run_pipeline(cfg, stages, force=args.force, retry_failed=args.retry_failed)
+    try:
+        manifests = run_pipeline(cfg, stages, force=args.force, retry_failed=args.retry_failed)
+    except RunError:  # e.g. nothing selected: the report of what did finish says why; then exit 1
+        _print_report(Path(cfg.run_dir))
+        raise
     _print_summary(manifests)
     _print_report(Path(cfg.run_dir))
     return 0
@@ -390,10 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         # transformers' messages may start with a newline: the first line that says something
         message = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         hint = " (-v shows the traceback)" if isinstance(err, OSError) else ""
-        if isinstance(err, OSError) and err.errno in RESOURCE_ERRNOS:
+        resources = isinstance(err, OSError) and err.errno in RESOURCE_ERRNOS
+        if resources:
             hint = "; free disk space or fix permissions, then rerun the same command to resume (finished work is kept)"
         print(f"mpa: error: {message}{hint}", file=sys.stderr)
-        return 2
+        return 1 if resources or isinstance(err, RunError) else 2
     except KeyboardInterrupt:
         print("mpa: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

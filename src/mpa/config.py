@@ -29,8 +29,10 @@ class ModelConfig(_Strict):
     model: str = Field(
         description="Hub id or local folder of the checkpoint; for backend openai the served model name."
     )
-    backend: Literal["hf", "openai", "vllm"] = Field(
-        "hf", description="Generation backend: in-process HF, an OpenAI-compatible server, or in-process vLLM."
+    backend: Literal["hf", "openai", "vllm", "scripted"] = Field(
+        "hf",
+        description="Generation backend: in-process HF, an OpenAI-compatible server, in-process vLLM, or a scripted "
+        "model for tests (no weights; `model` is its JSON script, see mpa/backends/scripted.py).",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     adapter: str | None = Field(None, description="Optional PEFT adapter folder applied on top of `model`.")

@@ -1,4 +1,8 @@
-"""Errors a user can fix: the CLI prints them as one `mpa: error: ...` line and exits with code 2."""
+"""Errors a user can fix: the CLI prints them as one `mpa: error: ...` line.
+
+Exit codes: 0 done; 1 a run that could not finish (`RunError`: nothing selected to train on, every request of a
+batch failed; also a full disk); 2 a usage, config or input error (`MPAError`, `ConfigError`, `StageConflictError`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ class MPAError(Exception):
 
 class ConfigError(MPAError, ValueError):
     """A config problem: the message names the key or file and how to fix it."""
+
+
+class RunError(MPAError):
+    """The run was set up right but could not finish (nothing to train on, every request failed): exit code 1.
+    Finished stages are kept; the message says what to change before rerunning."""
 
 
 class StageConflictError(MPAError, RuntimeError):

@@ -68,10 +68,6 @@ def plan(cfg: MPAConfig, rd: RunDir) -> list[dict[str, Any]]:
     return out
 
 
-def _looks_local(ref: str) -> bool:
-    return ref.startswith(("/", "./", "../", "~")) or Path(ref).exists()
-
-
 def check_inputs(cfg: MPAConfig, stages: list[str] | None = None) -> None:
     """Fail fast, before anything is written, on inputs that cannot work (names the key and the fix)."""
     stages = stages or list(STAGE_RUNNERS)
@@ -81,16 +77,11 @@ def check_inputs(cfg: MPAConfig, stages: list[str] | None = None) -> None:
         raise ConfigError(f"images.path: {cfg.images.path} does not exist (give a folder, .txt/.jsonl list or dataset)")
     for role in ("teacher", "student"):
         model = getattr(cfg, role)
-        served = model.backend == "openai"  # a served model name, not necessarily a folder here
-        if not served and _looks_local(model.model) and not (Path(model.model).expanduser() / "config.json").exists():
-            raise ConfigError(
-                f"{role}.model: {model.model} is not a model folder (no config.json); give a local checkpoint "
-                "folder or a hub id"
-            )
         if model.adapter and not (Path(model.adapter).expanduser() / "adapter_config.json").exists():
             raise ConfigError(f"{role}.adapter: {model.adapter} has no adapter_config.json (a PEFT adapter folder)")
-        if not served and _looks_local(model.model) and {"annotate", "identify", "level", "evaluate"} & set(stages):
-            check_model(model, role)  # the processor loads: chat template, torchvision, num2words
+        # what the backend needs of the model: a checkpoint folder whose processor loads (chat template,
+        # torchvision, num2words), a script file, or nothing here (a served model is the server's business)
+        check_model(model, role, load={"annotate", "identify", "level", "evaluate"} & set(stages) != set())
     if cfg.annotate.prompt_file and not Path(cfg.annotate.prompt_file).is_file():
         raise ConfigError(f"annotate.prompt_file: {cfg.annotate.prompt_file} not found")
     if cfg.annotate.samples_per_image > 1 and cfg.annotate.temperature == 0:

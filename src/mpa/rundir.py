@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import functools
 import json
 import os
 import shutil
@@ -34,11 +35,22 @@ SCHEMA_VERSION = 1
 STAGES = ("annotate", "identify", "level")
 
 
+@functools.cache
+def file_mode() -> int:
+    """The mode `open()` gives a new file under the process umask (0644 under the usual 022). Temporary files are
+    created 0600; atomic writes set this mode before the rename, so teammates can read a run as they can read
+    anything else the user writes. (The umask can only be read by setting it, hence once, cached.)"""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a file so readers see the old or the new content, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

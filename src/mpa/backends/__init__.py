@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from mpa.backends.base import IN_PROCESS, Backend, GenRequest, GenResult
 from mpa.config import EngineConfig, ModelConfig
@@ -11,6 +12,7 @@ REGISTRY: dict[str, str] = {
     "hf": "mpa.backends.hf:HFBackend",
     "openai": "mpa.backends.openai_api:OpenAIBackend",
     "vllm": "mpa.backends.vllm_offline:VLLMBackend",
+    "scripted": "mpa.backends.scripted:ScriptedBackend",
 }
 
 
@@ -52,14 +54,35 @@ def missing_package(err: ImportError) -> str:
     return f"{text} (install it: pip install {name})" if name else text
 
 
-def check_model(cfg: ModelConfig, role: str) -> None:
-    """Load what a run will need of an in-process model before any stage starts: its processor (the chat template,
-    and the packages its image processor needs: torchvision for Qwen-VL / SmolVLM / InternVL, num2words for
-    SmolVLM). A served model (backend openai) is the server's business."""
-    if cfg.backend not in IN_PROCESS:
+def _looks_local(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~")) or Path(ref).exists()
+
+
+def check_model(cfg: ModelConfig, role: str, load: bool = True) -> None:
+    """Check before any stage starts what a run will need of a model: an in-process checkpoint (hf, vllm) given
+    as a path must be a model folder, and (`load`) its processor must load — the chat template, and the packages
+    its image processor needs (torchvision for Qwen-VL / SmolVLM / InternVL, num2words for SmolVLM). A scripted
+    model's file must parse. A served model (backend openai) is the server's business."""
+    from mpa.errors import ConfigError
+
+    if cfg.backend == "scripted":
+        from mpa.backends.scripted import Script
+
+        try:
+            Script.read(Path(cfg.model))
+        except ConfigError as err:
+            raise ConfigError(f"{role}.{err}") from None
+        return
+    if cfg.backend not in IN_PROCESS or not _looks_local(cfg.model):
+        return
+    if not (Path(cfg.model).expanduser() / "config.json").exists():
+        raise ConfigError(
+            f"{role}.model: {cfg.model} is not a model folder (no config.json); give a local checkpoint folder or a "
+            "hub id"
+        )
+    if not load:
         return
     from mpa.backends.hf import load_processor
-    from mpa.errors import ConfigError
 
     try:
         load_processor(cfg)

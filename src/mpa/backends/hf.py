@@ -145,10 +145,15 @@ class HFBackend:
     def _run_rows(
         self, requests: list[GenRequest], rows: list[_Row], texts: dict[tuple[int, int], str], results: list[GenResult]
     ) -> None:
-        """Generate for `rows`; on OOM halve the batch; a row that still fails gets an error, others go on."""
+        """Generate for `rows`; on OOM halve the batch; a row that still fails gets an error, others go on.
+
+        Survived: out of memory, and the RuntimeError / ValueError a processor or model raises on one unusable
+        input (an image whose tokens do not fit, a prompt too long): halving isolates that request. A programming
+        error (TypeError, AttributeError, KeyError, ...) is not a property of one input and propagates, so a bug
+        is never mistaken for flaky generation."""
         try:
             outputs = self._generate_batch(requests, rows)
-        except Exception as err:
+        except (RuntimeError, ValueError) as err:  # torch.OutOfMemoryError is a RuntimeError
             if len(rows) > 1:
                 if _is_oom(err) and self.device.type == "cuda":
                     torch.cuda.empty_cache()

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from mpa.backends import GenRequest, GenResult
 from mpa.config import EngineConfig, ModelConfig
-from mpa.errors import MPAError
+from mpa.errors import RunError
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -54,6 +54,8 @@ def model_identity(cfg: ModelConfig) -> dict[str, Any]:
         ident.update(base_url=cfg.base_url, image_format=cfg.image_format)
     if Path(cfg.model).is_dir():  # a local folder (also a server's model name that is a path): hash its weights
         ident["weights"] = folder_identity(Path(cfg.model))
+    elif Path(cfg.model).is_file():  # a one-file model (a scripted model's script)
+        ident["weights"] = _file_digest(Path(cfg.model))
     if cfg.adapter:
         ident["adapter"] = cfg.adapter
         if Path(cfg.adapter).is_dir():
@@ -122,10 +124,10 @@ def checked(requests: list[GenRequest], results: list[GenResult]) -> list[GenRes
     """Results matched to requests by key; a batch in which every request failed stops the stage (resumable)."""
     by_key = {r.key: r for r in results}
     if len(by_key) != len(requests) or any(q.key not in by_key for q in requests):
-        raise MPAError("backend returned results that do not match the requests' keys")
+        raise RunError("backend returned results that do not match the requests' keys")
     ordered = [by_key[q.key] for q in requests]
     if len(ordered) >= 4 and all(r.error for r in ordered):
-        raise MPAError(
+        raise RunError(
             f"every request of a batch of {len(ordered)} failed, e.g. {ordered[0].error}; fix the cause and rerun "
             "the same command to resume"
         )

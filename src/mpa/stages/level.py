@@ -26,7 +26,7 @@ from typing import Any
 
 from mpa import distributed
 from mpa.config import LANGUAGE_MODEL_LINEAR, ConfigError, LevelConfig, ModelConfig, MPAConfig
-from mpa.errors import MPAError
+from mpa.errors import MPAError, RunError
 from mpa.metrics import match_answers, normalize_vqa_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
 from mpa.rundir import RunDir, atomic_write_json, atomic_write_text, fingerprint, iter_jsonl
@@ -362,7 +362,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
         val_ids = [r["qa_id"] for r in data["val"]]
         atomic_write_json(sdir / "data_summary.json", {"counts": counts, "val_ids": val_ids})
     if not data["train"]:
-        raise MPAError(
+        raise RunError(
             f"level: nothing to train on in {rd.stage_dir('identify')} (selected={counts['gap']}): the student already "
             "matches the teacher on every pseudo-QA, or annotation gave no usable pairs; see identify/manifest.json"
         )

@@ -1,0 +1,140 @@
+"""The stages on scripted models (`mpa.backends.scripted`): no weights, so the whole run directory contract —
+selection, resume, refusal, exit codes, file modes, the report — is checked in the fast suite in seconds.
+
+The teacher knows every colour; the student knows only red and green, so its knowledge gap is exactly the images
+of the other colours. The same checks on tiny real checkpoints live in test_pipeline.py (marker `models`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mpa.backends.scripted import PALETTE, Script
+from mpa.cli import main
+from mpa.config import build_config
+from mpa.pipeline import run_pipeline
+from mpa.rundir import iter_jsonl
+
+COLOURS = ("red", "green", "blue", "yellow", "orange", "purple")
+STUDENT_KNOWS = ("red", "green")
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Path:
+    """12 solid images, two per colour, named after their colour (names are never read by the pipeline)."""
+    from PIL import Image
+
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    for i in range(12):
+        colour = COLOURS[i % len(COLOURS)]
+        Image.new("RGB", (24 + i, 20), PALETTE[colour]).save(folder / f"{i:02d}_{colour}.png")
+    return folder
+
+
+def scripted_tree(tmp_path: Path, pool: Path, student: Script | None = None, teacher: Script | None = None,
+                  **sections: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    teacher_file = (teacher or Script()).write(tmp_path / "teacher.json")
+    student_file = (student or Script(knows=STUDENT_KNOWS)).write(tmp_path / "student.json")
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"image": str(p), "question": "What colour is the image?",
+                                         "answers": [p.stem.split("_")[1]]}) + "\n"
+                             for p in sorted(pool.glob("*.png"))))  # fmt: skip
+    tree: dict[str, Any] = {
+        "run_dir": str(tmp_path / "run"),
+        "images": {"path": str(pool)},
+        "teacher": {"model": str(teacher_file), "backend": "scripted"},
+        "student": {"model": str(student_file), "backend": "scripted"},
+        "evaluate": {"benchmarks": [{"name": "jsonl", "data_dir": str(bench)}], "models": ["teacher", "student_before"]},
+    }
+    for name, values in sections.items():
+        tree.setdefault(name, {}).update(values)
+    return tree
+
+
+def test_the_gap_is_exactly_what_the_student_does_not_know(tmp_path: Path, pool: Path) -> None:
+    tree = scripted_tree(tmp_path, pool)
+    manifests = run_pipeline(build_config(tree), ["annotate", "identify", "evaluate"])
+    assert manifests["annotate"]["counts"]["qa_pairs"] == 12
+    rows = list(iter_jsonl(Path(tree["run_dir"]) / "identify" / "candidates.jsonl"))
+    selected = {r["image_path"] for r in rows if r["selected"]}
+    unknown = {str(p) for p in pool.glob("*.png") if p.stem.split("_")[1] not in STUDENT_KNOWS}
+    assert selected == unknown and len(selected) == 8
+    assert {r["reason"] for r in rows if not r["selected"]} == {"student_correct"}
+    summary = json.loads((Path(tree["run_dir"]) / "evaluate" / "summary.json").read_text())["jsonl"]
+    assert summary["teacher"] == 1.0 and summary["student_before"] == pytest.approx(4 / 12)
+
+
+def test_a_rerun_skips_and_a_changed_student_is_refused(
+    tmp_path: Path, pool: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = scripted_tree(tmp_path, pool)
+    run_pipeline(build_config(tree), ["annotate", "identify"])
+    before = {p: p.read_bytes() for p in Path(tree["run_dir"]).rglob("*.jsonl")}
+    run_pipeline(build_config(tree), ["annotate", "identify"])
+    assert {p: p.read_bytes() for p in Path(tree["run_dir"]).rglob("*.jsonl")} == before
+    Script(knows=("red",)).write(Path(tree["student"]["model"]))  # other weights, same path
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    capsys.readouterr()
+    assert main(["run", str(config), "--stages", "annotate,identify"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "identify" in err[0] and "--force" in err[0], err
+
+
+def test_nothing_selected_exits_1_and_still_writes_the_report(
+    tmp_path: Path, pool: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = scripted_tree(tmp_path, pool, student=Script())  # the student knows everything: no gap
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    assert main(["run", "-q", str(config), "--stages", "annotate,identify,level"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing to train on" in err[0], err
+    report = (Path(tree["run_dir"]) / "report.md").read_text()
+    assert "nothing was selected" in report.lower()
+
+
+def test_every_request_failing_exits_1_and_the_rerun_resumes(
+    tmp_path: Path, pool: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = scripted_tree(tmp_path, pool)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    monkeypatch.setenv("MPA_SCRIPTED_FAIL", "*")  # the teacher's server is down
+    assert main(["run", "-q", str(config), "--stages", "annotate"]) == 1
+    assert "every request of a batch" in capsys.readouterr().err
+    monkeypatch.delenv("MPA_SCRIPTED_FAIL")  # and back
+    assert main(["run", "-q", str(config), "--stages", "annotate"]) == 0
+    assert len(list(iter_jsonl(Path(tree["run_dir"]) / "annotate" / "qa.jsonl"))) == 12
+
+
+def test_config_errors_exit_2(tmp_path: Path, pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tree = scripted_tree(tmp_path, pool, identify={"strategy": "nope"})
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    assert main(["run", str(config)]) == 2
+    assert "identify.strategy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_run_directory_files_follow_the_umask(tmp_path: Path, pool: Path, umask: int) -> None:
+    tree = scripted_tree(tmp_path, pool)
+    old = os.umask(umask)
+    try:
+        from mpa import rundir
+
+        rundir.file_mode.cache_clear()
+        run_pipeline(build_config(tree), ["annotate", "identify"])
+    finally:
+        os.umask(old)
+        rundir.file_mode.cache_clear()
+    files = [p for p in Path(tree["run_dir"]).rglob("*") if p.is_file()]
+    assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o666 & ~umask}, files
