@@ -52,7 +52,10 @@ def scripted_tree(tmp_path: Path, pool: Path, student: Script | None = None, tea
         "images": {"path": str(pool)},
         "teacher": {"model": str(teacher_file), "backend": "scripted"},
         "student": {"model": str(student_file), "backend": "scripted"},
-        "evaluate": {"benchmarks": [{"name": "jsonl", "data_dir": str(bench)}], "models": ["teacher", "student_before"]},
+        "evaluate": {
+            "benchmarks": [{"name": "jsonl", "data_dir": str(bench)}],
+            "models": ["teacher", "student_before"],
+        },
     }
     for name, values in sections.items():
         tree.setdefault(name, {}).update(values)
@@ -138,3 +141,22 @@ def test_run_directory_files_follow_the_umask(tmp_path: Path, pool: Path, umask:
         rundir.file_mode.cache_clear()
     files = [p for p in Path(tree["run_dir"]).rglob("*") if p.is_file()]
     assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o666 & ~umask}, files
+
+
+def test_every_stage_writes_what_the_contract_declares(tmp_path: Path, pool: Path) -> None:
+    """Manifest counts are exactly the declared keys; every declared file exists (level: tests/test_level.py)."""
+    from mpa.contract import STAGES
+
+    tree = scripted_tree(tmp_path, pool)
+    manifests = run_pipeline(build_config(tree), ["annotate", "identify", "evaluate"])
+    run = Path(tree["run_dir"])
+    for name, manifest in manifests.items():
+        stage = STAGES[name]
+        assert set(manifest["counts"]) == set(stage.counts), name
+        assert (run / name / "manifest.json").is_file()
+        for rel in stage.writes:
+            if "<" not in rel:
+                assert (run / rel).exists(), rel
+    assert manifests["evaluate"]["counts"] == {"units": 2, "units_run": 2}
+    again = run_pipeline(build_config(tree), ["evaluate"])["evaluate"]
+    assert again["counts"]["units_run"] == 2 and again["finished_at"] == manifests["evaluate"]["finished_at"]

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from mpa import __version__
+from mpa.backends import REGISTRY as BACKENDS
 from mpa.config import ConfigError, MPAConfig, build_config, dump_config, read_yaml, set_dotted
+from mpa.contract import PIPELINE
+from mpa.contract import STAGES as CONTRACT
 from mpa.errors import MPAError, RunError
 
 log = logging.getLogger("mpa")
-STAGES = ("annotate", "identify", "level", "evaluate")
 
 # CLI flag -> dotted config key (flags override the YAML).
 FLAG_KEYS = {
@@ -63,7 +65,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-adapter", help="PEFT adapter for the teacher")
     p.add_argument("--student-adapter", help="PEFT adapter for the student")
     for role in ("teacher", "student"):
-        p.add_argument(f"--{role}-backend", choices=["hf", "openai", "vllm"],
+        p.add_argument(f"--{role}-backend", choices=sorted(BACKENDS),
                        help=f"{role}: hf = load in-process (default), openai = an OpenAI-compatible API")  # fmt: skip
         p.add_argument(f"--{role}-base-url", help=f"{role} server endpoint, e.g. http://127.0.0.1:8000/v1")
         p.add_argument(f"--{role}-api-key-env", metavar="VAR",
@@ -102,19 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the whole pipeline (resumes; skips finished stages)")
     _add_config_flags(p)
     _add_run_flags(p)
-    p.add_argument("--stages", default=",".join(STAGES),
-                   help=f"comma-separated subset of {','.join(STAGES)} (default: all; evaluate runs the "
+    p.add_argument("--stages", default=",".join(PIPELINE),
+                   help=f"comma-separated subset of {','.join(PIPELINE)} (default: all; evaluate runs the "
                    "benchmarks listed under evaluate.benchmarks)")  # fmt: skip
-    helps = {
-        "annotate": "PA: the teacher writes QA pairs for every image",
-        "identify": "PI: find pseudo-QAs the teacher gets right and the student gets wrong",
-        "level": "PL: fine-tune the student on the selected set",
-    }
-    for stage, text in helps.items():
-        p = sub.add_parser(stage, help=text)
+    for stage in PIPELINE:  # one subcommand per stage of the contract
+        p = sub.add_parser(stage, help=CONTRACT[stage].help)
         _add_config_flags(p)
         _add_run_flags(p)
-    _add_evaluate_parser(sub)
+        if stage == "evaluate":
+            _add_evaluate_flags(p)
     p = sub.add_parser("demo", help="the whole method on the bundled easy-VQA demo world, offline (CPU)")
     p.add_argument("action", nargs="?", choices=["run", "train-models"], default="run",
                    help="run (default) the demo, or train-models: retrain the bundled teacher and student")  # fmt: skip
@@ -137,24 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_evaluate_parser(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="score one model on a benchmark (official metric + the paper's compat)")
-    p.add_argument("--model", required=True, help="hub id or local folder")
+def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
+    """`mpa evaluate` runs the evaluate stage of a run (CONFIG / --run-dir); with --model it scores that one model
+    on --benchmark instead, through the same `evaluate_model` the stage uses, outside any run directory."""
+    p.add_argument("--model", help="score this one model (hub id or local folder) instead of a run's models")
     p.add_argument("--adapter", help="PEFT adapter folder applied on top of --model")
-    p.add_argument("--benchmark", required=True, help="textvqa, stvqa, chartqa, okvqa, easyvqa, jsonl or ocr")
+    p.add_argument("--benchmark", help="with --model: textvqa, stvqa, chartqa, okvqa, easyvqa, jsonl or ocr")
     p.add_argument("--data-dir", help="the benchmark's release folder (not needed for easyvqa)")
     p.add_argument("--split", help="a split of the benchmark (e.g. test_human for chartqa)")
     p.add_argument("--limit", type=int, help="first N questions only")
     p.add_argument("--metric", help="override the official metric (vqa_accuracy, anls, relaxed_accuracy, compat, ocr)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/eval/BENCHMARK-MODEL)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto")
     p.add_argument("--max-new-tokens", type=int, help="default 32 (128 for the OCR probe)")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.model is None:
+        return cmd_run(args, ["evaluate"])
+    if args.benchmark is None:
+        raise ConfigError("--model needs --benchmark (or leave out --model to run the evaluate stage of a run)")
     from mpa.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
     from mpa.config import ModelConfig
     from mpa.evaluation import METRICS, evaluate_model
@@ -164,7 +164,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.metric and args.metric not in METRICS:
         raise ConfigError(f"--metric: unknown '{args.metric}'; choose from {', '.join(sorted(METRICS))}")
     try:
-        model = ModelConfig(model=args.model, adapter=args.adapter, batch_size=args.batch_size, device=args.device)
+        model = ModelConfig(model=args.model, adapter=args.adapter, batch_size=args.batch_size,
+                            device=args.device or "auto")  # fmt: skip
         samples = load_benchmark(args.benchmark, Path(args.data_dir) if args.data_dir else None,
                                  split=args.split, limit=args.limit)  # fmt: skip
     except (BenchmarkError, ValueError) as err:
@@ -268,9 +269,9 @@ def cmd_run(args: argparse.Namespace, stages: list[str]) -> int:
     from mpa.pipeline import run_pipeline
 
     cfg = resolve_config(args)
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in CONTRACT]
     if unknown:
-        raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+        raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(PIPELINE)}")
     try:
         manifests = run_pipeline(cfg, stages, force=args.force, retry_failed=args.retry_failed)
     except RunError:  # e.g. nothing selected: the report of what did finish says why; then exit 1

@@ -45,6 +45,9 @@ def stage_io(stage: str, manifest: dict[str, Any]) -> dict[str, Any]:
             "skipped": {},
             "failed": {},
         }
+    if "metrics" not in manifest:  # the evaluate stage's own manifest, over its units
+        return {"in": {"units": c.get("units", 0)}, "out": {"units_run": c.get("units_run", 0)}, "skipped": {},
+                "failed": {}}  # fmt: skip
     metrics = manifest.get("metrics") or {}  # an evaluate unit
     return {
         "in": {"questions": metrics.get("n", 0)},

@@ -15,13 +15,14 @@ from typing import Any
 from mpa import distributed
 from mpa.backends import check_model
 from mpa.config import ConfigError, MPAConfig, dump_config
+from mpa.contract import PIPELINE
+from mpa.contract import STAGES as CONTRACT
 from mpa.errors import StageConflictError
 from mpa.report import current_environment, write_summary
 from mpa.rundir import STAGES, RunDir, atomic_write_json, atomic_write_text, changed_keys, fingerprint, read_json
 from mpa.stages import annotate, evaluate, identify, level
 
 log = logging.getLogger(__name__)
-STAGE_RUNNERS = {"annotate": annotate.run, "identify": identify.run, "level": level.run, "evaluate": evaluate.run}
 
 
 def stage_fingerprints(cfg: MPAConfig, rd: RunDir) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -70,7 +71,7 @@ def plan(cfg: MPAConfig, rd: RunDir) -> list[dict[str, Any]]:
 
 def check_inputs(cfg: MPAConfig, stages: list[str] | None = None) -> None:
     """Fail fast, before anything is written, on inputs that cannot work (names the key and the fix)."""
-    stages = stages or list(STAGE_RUNNERS)
+    stages = stages or list(PIPELINE)
     if "evaluate" in stages:
         evaluate.check_benchmarks(cfg)
     if "annotate" in stages and not Path(cfg.images.path).exists():
@@ -129,7 +130,7 @@ def run_pipeline(
 
     Stages that would be refused (other settings, no --force) are found before anything runs or is written.
     With `retry_failed`, finished stages that recorded failed requests are reopened first (see `reopen_failed`)."""
-    stages = stages or list(STAGE_RUNNERS)
+    stages = stages or list(PIPELINE)
     check_inputs(cfg, stages)
     rd = RunDir(cfg.run_dir)
     rd.check_version()
@@ -153,10 +154,10 @@ def run_pipeline(
     for stage in stages:
         log.info("%s: starting", stage)
         t0 = time.perf_counter()
-        manifests[stage] = STAGE_RUNNERS[stage](cfg, rd, force=force)
+        manifests[stage] = CONTRACT[stage].load()(cfg, rd, force=force)
         elapsed = time.perf_counter() - t0
         if manifests[stage].get("finished_at", 0) >= time.time() - elapsed - 1:
-            timings[stage] = round(elapsed, 2)  # only record stages that actually ran now
+            timings[stage] = round(elapsed, 2)  # only record stages that did work now (not skipped ones)
         if distributed.is_main():
             atomic_write_json(timings_path, timings)
         log.info("%s: done in %.1f s — %s", stage, elapsed, _headline(stage, manifests[stage]))
@@ -175,5 +176,5 @@ def _headline(stage: str, manifest: dict[str, Any]) -> str:
             f"{counts.get('selected')} selected"
         )
     if stage == "evaluate":
-        return f"{manifest.get('units_run', 0)} model/benchmark evaluations run"
+        return f"{counts.get('units_run', 0)} of {counts.get('units', 0)} model/benchmark evaluations run"
     return f"trained on {counts.get('train')} samples → {manifest.get('output')}"

@@ -14,8 +14,8 @@ is refused (naming the changed keys) unless forced, in which case it and every l
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from mpa import __version__
+from mpa.contract import CHAIN, PIPELINE
 from mpa.counts import stage_io
 from mpa.errors import MPAError, StageConflictError
 
 __all__ = ["JsonlWriter", "RunDir", "StageConflictError", "atomic_write_json", "iter_jsonl"]
 
 SCHEMA_VERSION = 1
-STAGES = ("annotate", "identify", "level")
+STAGES = CHAIN  # the stages whose outputs feed the next (mpa.contract); evaluate's units stand on their own
 
 
 @functools.cache
@@ -206,7 +207,7 @@ class RunDir:
 
     def check_version(self) -> None:
         """Refuse a run directory written by an incompatible schema."""
-        for stage in STAGES:
+        for stage in PIPELINE:
             for name in ("manifest.json", "started.json"):
                 path = self.stage_dir(stage) / name
                 if path.exists():
@@ -250,13 +251,19 @@ class RunDir:
     def finish(self, stage: str, fp: str, settings: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
         """Write the stage manifest, atomically and last."""
         started = read_json(self.stage_dir(stage) / "started.json")
+        return self.write_manifest(stage, fp, settings, outputs, started.get("started_at"))
+
+    def write_manifest(
+        self, stage: str, fp: str, settings: dict[str, Any], outputs: dict[str, Any], started_at: float | None
+    ) -> dict[str, Any]:
+        """The manifest of a finished stage or unit (`finish`; evaluate writes its own over its units)."""
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "mpa_version": __version__,
             "stage": stage,
             "fingerprint": fp,
             "settings": settings,
-            "started_at": started.get("started_at"),
+            "started_at": started_at,
             "finished_at": time.time(),
             **outputs,
         }

@@ -59,7 +59,9 @@ class Script:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
         except (OSError, json.JSONDecodeError, TypeError) as err:
-            raise ConfigError(f"model {path}: not a scripted-model file ({err}); see mpa/backends/scripted.py") from None
+            raise ConfigError(
+                f"model {path}: not a scripted-model file ({err}); see mpa/backends/scripted.py"
+            ) from None
 
     def write(self, path: Path) -> Path:
         data = {"knows": list(self.knows), "otherwise": self.otherwise, "question": self.question}

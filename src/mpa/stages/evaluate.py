@@ -71,8 +71,14 @@ def _model_for(cfg: MPAConfig, rd: RunDir, role: str) -> ModelConfig | None:
 
 
 def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
-    """Evaluate every configured (model, benchmark) unit that is not done; returns the summary."""
+    """Evaluate every configured (model, benchmark) unit that is not done; returns the stage manifest.
+
+    Units resume and refuse on their own fingerprints (a re-leveled student re-evaluates only student_after). The
+    stage manifest, `evaluate/manifest.json`, is rewritten only when a unit ran or the set of units changed; its
+    fingerprint is that of the units' fingerprints, so it says which evaluations the summary is made of."""
     check_benchmarks(cfg)
+    started_at = time.time()
+    unit_fps: dict[str, str] = {}
     level = rd.manifest("level")
     level_fp = level["fingerprint"] if level else None
     samples: dict[str, Any] = {}
@@ -89,6 +95,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
             settings = unit_settings(cfg, role, b, level_fp)
             fp = fingerprint(settings)
             unit = f"{STAGE}/{role}/{label}"
+            unit_fps[unit] = fp
             if rd.begin(unit, fp, settings, force=force):
                 if label not in samples:
                     try:
@@ -109,7 +116,12 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
             backend.close()
     summary = summarize(results)
     atomic_write_json(rd.stage_dir(STAGE) / "summary.json", summary)
-    return {"summary": summary, "units_run": ran, "finished_at": time.time() if ran else 0.0}
+    fp = fingerprint(unit_fps)
+    previous = rd.manifest(STAGE)
+    if not ran and previous is not None and previous.get("fingerprint") == fp:
+        return previous  # nothing new: the manifest (and its finished_at) stands
+    outputs = {"counts": {"units": len(unit_fps), "units_run": ran}, "summary": summary}
+    return rd.write_manifest(STAGE, fp, {"units": unit_fps}, outputs, started_at)
 
 
 def gap_closed(teacher: float | None, before: float | None, after: float | None) -> float | None:
