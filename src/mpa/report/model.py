@@ -1,12 +1,10 @@
-"""`mpa report RUN_DIR`: what a run did, as RUN_DIR/report.html, RUN_DIR/report.md and RUN_DIR/summary.json.
+"""What the report shows, read from a run directory: the data model (`RunReport` and its parts) and the readers.
 
 A pure function of the run directory: it only reads the files the stages wrote (and the images they point to),
-so it works on any run, finished or not — a section whose stage has not run says so. `write_report(run_dir)`
-is the Python entry point; `write_summary(rd)` (also called at the end of every pipeline run) is the one place
-the machine-readable summary.json is built.
-
-    mpa report runs/demo
-    python -c "from mpa.report import write_report; print(write_report('runs/demo'))"
+so it works on any run, finished or not — a section whose stage has not run says so. `collect(run_dir)` reads
+everything the report shows; `write_summary(rd)` (also called at the end of every pipeline run) is the one place
+the machine-readable summary.json is built. The renderers (`mpa.report.md`, `.html`, `.plots`) import this module
+and never the reverse; `mpa.report.write_report` ties them together.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import yaml
 
 from mpa.counts import stage_io
 from mpa.errors import MPAError
-from mpa.rundir import STAGES, RunDir, atomic_write_json, atomic_write_text, iter_jsonl, latest_by_key, read_json
+from mpa.rundir import STAGES, RunDir, atomic_write_json, iter_jsonl, latest_by_key, read_json
 
 T = TypeVar("T")
 EXAMPLES = 10  # benchmark questions shown for what the student gained, and for what it lost
@@ -340,16 +338,3 @@ def collect(run_dir: Path | str) -> RunReport:
         environment_recorded=recorded,
         missing=missing,
     )
-
-
-def write_report(run_dir: Path | str) -> dict[str, Path]:
-    """Write RUN_DIR/report.html, report.md and summary.json; returns their paths."""
-    from mpa.report_html import render_html
-    from mpa.report_md import render_markdown
-
-    report = collect(run_dir)
-    root = report.root
-    atomic_write_json(root / "summary.json", report.summary)
-    atomic_write_text(root / "report.md", render_markdown(report))
-    atomic_write_text(root / "report.html", render_html(report))
-    return {"html": root / "report.html", "md": root / "report.md", "summary": root / "summary.json"}
