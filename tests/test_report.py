@@ -22,7 +22,7 @@ import yaml
 
 from mpa.cli import main
 from mpa.report import GALLERY_SIZE, write_report
-from mpa.report_md import cell
+from mpa.report.md import cell
 from mpa.rundir import iter_jsonl
 from tests.test_pipeline import make_tree
 
@@ -185,35 +185,31 @@ def test_partial_run_says_what_is_missing(quiet_run: tuple[Path, Any], tmp_path:
 
 
 def test_token_usage_and_cost_per_stage_and_model(quiet_run: tuple[Path, Any], tmp_path: Path) -> None:
-    """Manifest `usage`, per model role (annotate, identify) or flat (an evaluate unit), in the time/cost table."""
+    """Manifest `usage` as annotate and identify write it ({role: counts}, see mpa.stages.usage), in the time/cost
+    table and summary.json. Level and evaluate record no usage, so their rows show seconds only."""
     run = _copy(quiet_run[0], tmp_path / "run")
 
-    def set_usage(rel: str, usage: dict[str, Any] | None) -> None:
+    def set_usage(rel: str, usage: dict[str, Any]) -> None:
         manifest = json.loads((run / rel).read_text())
-        manifest.pop("usage", None)
-        (run / rel).write_text(json.dumps({**manifest, **({"usage": usage} if usage else {})}))
+        assert set(manifest["usage"]) == set(usage)  # the roles this stage really records
+        (run / rel).write_text(json.dumps({**manifest, "usage": usage}))
 
     def counts(requests: int, prompt: int, completion: int, cost: float | None) -> dict[str, Any]:
         return {"requests": requests, "failed": 0, "prompt_tokens": prompt, "completion_tokens": completion,
                 "cost_usd": cost}  # fmt: skip
 
     set_usage("annotate/manifest.json", {"teacher": counts(20, 1000, 300, 0.5)})
-    set_usage("identify/manifest.json", {"teacher": counts(20, 900, 40, None), "student": counts(20, 800, 60, None)})
-    set_usage("level/manifest.json", None)
-    for path in run.glob("evaluate/*/jsonl/manifest.json"):
-        set_usage(str(path.relative_to(run)), None)
-    set_usage("evaluate/teacher/jsonl/manifest.json", {"requests": 20, "prompt_tokens": 400, "completion_tokens": 40,
-                                                       "cost_usd": 0.25})  # fmt: skip
+    set_usage("identify/manifest.json", {"teacher": counts(20, 900, 40, None), "student": counts(20, 800, 60, 0.25)})
     write_report(run)
     md = (run / "report.md").read_text()
     assert re.search(r"^\| annotate \| teacher \| [\d.]+ \| 20 \| 1,000 \| 300 \| 0\.5000 \|$", md, re.M)
     assert re.search(r"^\| identify \| teacher \| [\d.]+ \| 20 \| 900 \| 40 \| — \|$", md, re.M)
-    assert re.search(r"^\|  \| student \|  \| 20 \| 800 \| 60 \| — \|$", md, re.M)
-    assert re.search(r"^\| evaluate \| teacher \| [\d.]+ \| 20 \| 400 \| 40 \| 0\.2500 \|$", md, re.M)
-    assert re.search(r"^\| \*\*total\*\* \|  \| [\d.]+ \| 80 \| 3,100 \| 440 \| 0\.7500 \|$", md, re.M)
+    assert re.search(r"^\|  \| student \|  \| 20 \| 800 \| 60 \| 0\.2500 \|$", md, re.M)
+    assert re.search(r"^\| evaluate \| — \| [\d.]+ \| — \| — \| — \| — \|$", md, re.M)
+    assert re.search(r"^\| \*\*total\*\* \|  \| [\d.]+ \| 60 \| 2,700 \| 400 \| 0\.7500 \|$", md, re.M)
     usage = json.loads((run / "summary.json").read_text())["usage"]
-    assert usage["identify"]["student"]["prompt_tokens"] == 800 and usage["evaluate"]["teacher"]["cost_usd"] == 0.25
-    assert "level" not in usage
+    assert usage["identify"]["student"]["prompt_tokens"] == 800 and usage["identify"]["student"]["cost_usd"] == 0.25
+    assert set(usage) == {"annotate", "identify"}
 
 
 def test_report_errors_are_one_line(tmp_path: Path, capsys: Any) -> None:

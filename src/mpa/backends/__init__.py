@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from mpa.backends.base import IN_PROCESS, Backend, GenRequest, GenResult
+from mpa.backends.registry import REGISTRY, create_backend
 from mpa.config import EngineConfig, ModelConfig
-
-REGISTRY: dict[str, str] = {
-    "hf": "mpa.backends.hf:HFBackend",
-    "openai": "mpa.backends.openai_api:OpenAIBackend",
-    "vllm": "mpa.backends.vllm_offline:VLLMBackend",
-    "scripted": "mpa.backends.scripted:ScriptedBackend",
-}
 
 
 def for_trained_weights(cfg: ModelConfig) -> ModelConfig:
@@ -99,11 +92,7 @@ def load_backend(cfg: ModelConfig, engine: EngineConfig | None = None) -> Backen
         from mpa.backends.ray_pool import RayBackend
 
         return RayBackend(cfg, engine)
-    if cfg.backend not in REGISTRY:
-        raise ValueError(f"unknown backend '{cfg.backend}'; choose one of {sorted(REGISTRY)}")
-    module_name, cls_name = REGISTRY[cfg.backend].split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(cfg)
+    return create_backend(cfg)
 
 
 __all__ = [

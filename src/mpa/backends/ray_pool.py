@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mpa.backends.base import IN_PROCESS, GenRequest, GenResult
+from mpa.backends.registry import create_backend
 from mpa.config import EngineConfig, ModelConfig
 from mpa.errors import ConfigError, MPAError
 
@@ -60,10 +61,8 @@ class _Worker:
     def __init__(self, cfg: dict[str, Any], threads: int) -> None:
         import torch
 
-        from mpa.backends import load_backend
-
         torch.set_num_threads(max(1, threads))
-        self.backend = load_backend(ModelConfig(**cfg))
+        self.backend = create_backend(ModelConfig(**cfg))
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         return self.backend.generate(requests)
@@ -85,7 +84,7 @@ def _connect(engine: EngineConfig) -> None:
 
 
 class RayBackend:
-    """`engine.num_actors` actors, each with `load_backend(cfg)`; a `generate` call is split into batches of
+    """`engine.num_actors` actors, each with `create_backend(cfg)`; a `generate` call is split into batches of
     `cfg.batch_size` that are spread over the actors and gathered back in request order."""
 
     name = "ray"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from mpa.report import EXAMPLES, USAGE_FIELDS, BenchmarkChanges, RunReport, add_usage, spread
+from mpa.report.model import EXAMPLES, USAGE_FIELDS, BenchmarkChanges, RunReport, add_usage, spread
 
 COST_HEADER = ["stage", "model", "seconds", "requests", "prompt tokens", "completion tokens", "cost (USD)"]
 ROLE_NAMES = {"teacher": "teacher", "student_before": "student before", "student_after": "student after"}

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mpa import __version__
-from mpa.report import EXAMPLES, BenchmarkChanges, RunReport, spread
-from mpa.report_md import COST_HEADER, cost_rows, pct
+from mpa.report import plots
+from mpa.report.md import COST_HEADER, cost_rows, pct
+from mpa.report.model import EXAMPLES, BenchmarkChanges, RunReport, spread
 
 THUMB_PX = 96
 SECTIONS = {"benchmarks": "Benchmarks", "funnel": "Parity funnel", "training": "Training", "gallery": "Gallery",
@@ -120,7 +121,7 @@ def _headline(report: RunReport) -> str:
            f"{cards}</div></section>"  # fmt: skip
 
 
-def _benchmarks(report: RunReport, plots: Any) -> str:
+def _benchmarks(report: RunReport) -> str:
     out = [_missing(report, "benchmarks")]
     rows, sub, charts = [], [], []
     for label, row in report.summary["benchmarks"].items():
@@ -137,7 +138,7 @@ def _benchmarks(report: RunReport, plots: Any) -> str:
     return "".join(out)
 
 
-def _funnel(report: RunReport, plots: Any) -> str:
+def _funnel(report: RunReport) -> str:
     out = [_missing(report, "funnel")]
     if report.funnel:
         rows = [[f.label, f"{f.count:,}", ", ".join(f"{k}: {v:,}" for k, v in f.dropped.items()) or "—"]
@@ -150,7 +151,7 @@ def _funnel(report: RunReport, plots: Any) -> str:
     return "".join(out)
 
 
-def _training(report: RunReport, plots: Any) -> str:
+def _training(report: RunReport) -> str:
     out = [_missing(report, "training")]
     lv = report.summary["level"]
     if lv:
@@ -246,11 +247,9 @@ def _config(report: RunReport) -> str:
 
 
 def render_html(report: RunReport) -> str:
-    from mpa import report_plots as plots
-
     bodies = {
-        "benchmarks": _benchmarks(report, plots), "funnel": _funnel(report, plots),
-        "training": _training(report, plots), "gallery": _gallery(report), "changes": _changes(report),
+        "benchmarks": _benchmarks(report), "funnel": _funnel(report),
+        "training": _training(report), "gallery": _gallery(report), "changes": _changes(report),
         "cost": _cost(report), "config": _config(report),
     }  # fmt: skip
     nav = "".join(f'<a href="#{k}">{e(v)}</a>' for k, v in SECTIONS.items())

@@ -1,12 +1,10 @@
-"""`mpa report RUN_DIR`: what a run did, as RUN_DIR/report.html, RUN_DIR/report.md and RUN_DIR/summary.json.
+"""What the report shows, read from a run directory: the data model (`RunReport` and its parts) and the readers.
 
 A pure function of the run directory: it only reads the files the stages wrote (and the images they point to),
-so it works on any run, finished or not — a section whose stage has not run says so. `write_report(run_dir)`
-is the Python entry point; `write_summary(rd)` (also called at the end of every pipeline run) is the one place
-the machine-readable summary.json is built.
-
-    mpa report runs/demo
-    python -c "from mpa.report import write_report; print(write_report('runs/demo'))"
+so it works on any run, finished or not — a section whose stage has not run says so. `collect(run_dir)` reads
+everything the report shows; `write_summary(rd)` (also called at the end of every pipeline run) is the one place
+the machine-readable summary.json is built. The renderers (`mpa.report.md`, `.html`, `.plots`) import this module
+and never the reverse; `mpa.report.write_report` ties them together.
 """
 
 from __future__ import annotations
@@ -21,14 +19,14 @@ from typing import Any, TypeVar
 
 import yaml
 
+from mpa.contract import CHAIN, PIPELINE
 from mpa.counts import stage_io
 from mpa.errors import MPAError
-from mpa.rundir import STAGES, RunDir, atomic_write_json, atomic_write_text, iter_jsonl, latest_by_key, read_json
+from mpa.rundir import RunDir, atomic_write_json, iter_jsonl, latest_by_key, read_json
 
 T = TypeVar("T")
 EXAMPLES = 10  # benchmark questions shown for what the student gained, and for what it lost
 ROLES = ("teacher", "student_before", "student_after")
-PIPELINE = ("annotate", "identify", "level", "evaluate")
 USAGE_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd")
 PACKAGES = ("mpa", "torch", "transformers", "peft", "trl", "accelerate", "datasets")
 GALLERY_SIZE = 9  # cards per gallery (selected / rejected)
@@ -102,11 +100,11 @@ class RunReport:
 # ---------------------------------------------------------------------------------------------- reading the run
 def stage_status(rd: RunDir) -> dict[str, str]:
     out = {}
-    for stage in ("annotate", "identify", "level"):
+    for stage in CHAIN:
         started = (rd.stage_dir(stage) / "started.json").exists()
         out[stage] = "complete" if rd.manifest(stage) else "interrupted" if started else "not run"
     ev = rd.stage_dir("evaluate")
-    if (ev / "summary.json").exists():
+    if rd.manifest("evaluate") or (ev / "summary.json").exists():  # (summary only: a run from before the manifest)
         out["evaluate"] = "complete"
     elif any(ev.glob("*/*/started.json")):
         out["evaluate"] = "interrupted"
@@ -225,7 +223,7 @@ def build_summary(rd: RunDir, changes: list[BenchmarkChanges] | None = None) -> 
 
 def _stage_io(rd: RunDir) -> dict[str, Any]:
     """in / out / skipped / failed by reason for every finished stage and evaluation unit (see mpa.counts)."""
-    units = [*STAGES, *(str(p.parent.relative_to(rd.root)) for p in sorted(rd.root.glob("evaluate/*/*/manifest.json")))]
+    units = [*CHAIN, *(str(p.parent.relative_to(rd.root)) for p in sorted(rd.root.glob("evaluate/*/*/manifest.json")))]
     out = {}
     for unit in units:
         manifest = rd.manifest(unit)
@@ -316,6 +314,19 @@ def collect(run_dir: Path | str) -> RunReport:
     ]:
         if status[stage] != "complete":
             missing[section] = f"{what}: the {stage} stage {STATUS_PHRASES[status[stage]]} in this run directory"
+    selected = ((rd.manifest("identify") or {}).get("counts") or {}).get("selected")
+    if selected == 0 and status["level"] != "complete":
+        counts = (rd.manifest("identify") or {})["counts"]
+        why = (
+            "the student already matched the teacher on all of those (try more or other images, or another annotate "
+            "task)"
+            if counts.get("teacher_consistent")
+            else "so no pseudo-answer passed the noise filter (check annotate/qa.jsonl and identify.matcher)"
+        )
+        missing["training"] = (
+            f"nothing was selected, so there was nothing to train on: of {counts.get('answered')} answered "
+            f"pseudo-QAs the teacher agreed with its own answer on {counts.get('teacher_consistent')}; {why}"
+        )
     if status["evaluate"] == "complete" and "student_after" not in str(summary["benchmarks"]):
         missing["changes"] = "no before/after comparison: the leveled student was not evaluated"
     cands = list(iter_jsonl(rd.stage_dir("identify") / "candidates.jsonl")) if status["identify"] == "complete" else []
@@ -340,16 +351,3 @@ def collect(run_dir: Path | str) -> RunReport:
         environment_recorded=recorded,
         missing=missing,
     )
-
-
-def write_report(run_dir: Path | str) -> dict[str, Path]:
-    """Write RUN_DIR/report.html, report.md and summary.json; returns their paths."""
-    from mpa.report_html import render_html
-    from mpa.report_md import render_markdown
-
-    report = collect(run_dir)
-    root = report.root
-    atomic_write_json(root / "summary.json", report.summary)
-    atomic_write_text(root / "report.md", render_markdown(report))
-    atomic_write_text(root / "report.html", render_html(report))
-    return {"html": root / "report.html", "md": root / "report.md", "summary": root / "summary.json"}

@@ -7,7 +7,7 @@ import base64
 import io
 from typing import Any
 
-from mpa.report import Curves, FunnelStep
+from mpa.report.model import Curves, FunnelStep
 
 COLORS = {"teacher": "#7a8ba6", "student_before": "#e8a87c", "student_after": "#2a9d8f"}
 LABELS = {"teacher": "teacher", "student_before": "student before", "student_after": "student after"}
