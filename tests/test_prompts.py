@@ -1,16 +1,22 @@
-"""Snapshot and behaviour tests for mpa.prompts.
+"""Snapshot and behaviour tests for mpa.prompts and mpa.benchmarks.prompts.
 
-A failing hash below means a prompt's text changed: give it a new version (and id), then update the snapshot.
+Every shipped prompt's text is kept in tests/snapshots/prompts/<prompt id>.txt, e.g. `annotate.chartqa@1.txt`. A
+prompt whose text changes must get a new version (its id goes into stage fingerprints), so an existing snapshot is
+never rewritten: a changed text fails until the version is bumped. A new id's snapshot is written by
+`MPA_UPDATE_SNAPSHOTS=1 pytest tests/test_prompts.py` (which also deletes the snapshots of ids that are gone);
+review the new file before committing it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
+from mpa.benchmarks.prompts import EVAL_PROMPTS, render_eval_prompt
 from mpa.prompts import (
     ANNOTATE_PRESETS,
     ANSWER_PROMPT_ID,
@@ -21,24 +27,11 @@ from mpa.prompts import (
     render_answer_prompt,
 )
 
-# name -> (id, sha256 of the template text)
-SNAPSHOTS = {
-    "textvqa": ("annotate.textvqa@1", "b47f78c304f929be0421b26c2e04c8c74940b582995503b534451a3caf4829e5"),
-    "stvqa": ("annotate.stvqa@1", "b47f78c304f929be0421b26c2e04c8c74940b582995503b534451a3caf4829e5"),
-    "chartqa": ("annotate.chartqa@1", "8928b7e4a57b1e13d64ac09954aefd7a385df1ca8d8c9f1056491f86a576bb8b"),
-    "okvqa": ("annotate.okvqa@1", "384924bdc9cdafc750335f48ee7efc43b107b115e3dd3519494cc4130b8a95e0"),
-    "generic": ("annotate.generic@1", "73f4f740a087e22543a1aa9bb6c7df0aa14935bcaca72aa2b1cc1329dc790062"),
-    "textvqa-paper": (
-        "annotate.textvqa-paper@1",
-        "013aec600fa2cb91886a48ad9a285f2fa6298c5f75927796f3f211e034134984",
-    ),
-    "stvqa-paper": ("annotate.stvqa-paper@1", "013aec600fa2cb91886a48ad9a285f2fa6298c5f75927796f3f211e034134984"),
-    "chartqa-paper": (
-        "annotate.chartqa-paper@1",
-        "b0804909daf236f7e14f2d9e3fcfc25bc2844073081f1c177e44e6f9498869a1",
-    ),
-    "okvqa-paper": ("annotate.okvqa-paper@1", "5871a04364be40da8ab1e44a8dc0c8a6b77eb8aa2913b0183dc367c720f65dc5"),
-}
+SNAPSHOTS = Path(__file__).parent / "snapshots" / "prompts"
+UPDATE = os.environ.get("MPA_UPDATE_SNAPSHOTS") == "1"
+HOW_TO_UPDATE = "MPA_UPDATE_SNAPSHOTS=1 pytest tests/test_prompts.py"
+# Answering prompts are snapshotted rendered, with a question that shows their case handling (TextVQA capitalizes).
+EXAMPLE_QUESTION = "what does the NASA sign say?"
 
 OURS = ("textvqa", "stvqa", "chartqa", "okvqa", "generic")
 PAPER = ("textvqa-paper", "stvqa-paper", "chartqa-paper", "okvqa-paper")
@@ -48,17 +41,53 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def test_preset_names_are_exactly_the_snapshot() -> None:
-    assert set(ANNOTATE_PRESETS) == set(SNAPSHOTS)
+def prompt_texts() -> dict[str, str]:
+    """Every shipped prompt by id: annotate templates as written (with `{k}`), answering prompts rendered."""
+    texts = {prompt.id: prompt.template for prompt in ANNOTATE_PRESETS.values()}
+    texts[ANSWER_PROMPT_ID] = render_answer_prompt(EXAMPLE_QUESTION)
+    texts.update({prompt_id: render_eval_prompt(prompt_id, EXAMPLE_QUESTION) for prompt_id in EVAL_PROMPTS})
+    return texts
 
 
-@pytest.mark.parametrize("name", sorted(SNAPSHOTS))
-def test_preset_snapshot(name: str) -> None:
-    expected_id, expected_sha = SNAPSHOTS[name]
-    prompt = get_annotate_prompt(name)
-    assert prompt.name == name
-    assert prompt.id == expected_id
-    assert _sha(prompt.template) == expected_sha, f"{name} text changed: bump its version and update the snapshot"
+def _snapshot_path(prompt_id: str) -> Path:
+    return SNAPSHOTS / f"{prompt_id}.txt"
+
+
+@pytest.mark.parametrize("prompt_id", sorted(prompt_texts()))
+def test_prompt_snapshot(prompt_id: str) -> None:
+    path = _snapshot_path(prompt_id)
+    actual = prompt_texts()[prompt_id]
+    if not path.exists():
+        if UPDATE:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(actual + "\n", encoding="utf-8")  # one final newline, dropped when read back
+            return
+        pytest.fail(f"no snapshot of prompt {prompt_id} ({path}): create it with `{HOW_TO_UPDATE}` and review it")
+    expected = path.read_text(encoding="utf-8").removesuffix("\n")
+    # Never rewritten, even with MPA_UPDATE_SNAPSHOTS: a changed text needs a new version, hence a new file.
+    assert actual == expected, f"{prompt_id} text changed: give it a new version, then run `{HOW_TO_UPDATE}`"
+
+
+def test_every_snapshot_belongs_to_a_shipped_prompt() -> None:
+    stale = sorted(p.name for p in SNAPSHOTS.glob("*.txt") if p.stem not in prompt_texts())
+    if UPDATE:
+        for name in stale:
+            (SNAPSHOTS / name).unlink()
+        return
+    assert not stale, f"snapshots of prompt ids that no longer exist: {stale}; delete them or run `{HOW_TO_UPDATE}`"
+
+
+def test_prompt_ids_are_unique_across_families() -> None:
+    ids = [p.id for p in ANNOTATE_PRESETS.values()] + [ANSWER_PROMPT_ID, *EVAL_PROMPTS]
+    assert len(ids) == len(set(ids)) == len(prompt_texts())
+
+
+def test_preset_names_and_ids() -> None:
+    assert set(ANNOTATE_PRESETS) == {*OURS, *PAPER}
+    for name, prompt in ANNOTATE_PRESETS.items():
+        assert prompt.name == name
+        assert prompt.id == f"annotate.{name}@{prompt.version}"
+        assert get_annotate_prompt(name) is prompt
 
 
 @pytest.mark.parametrize("name", OURS)
@@ -105,7 +134,7 @@ def test_task_specific_guidance() -> None:
 def test_unknown_preset_lists_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown annotate prompt preset 'nope'") as info:
         get_annotate_prompt("nope")
-    for name in SNAPSHOTS:
+    for name in (*OURS, *PAPER):
         assert name in str(info.value)
 
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mpa import __version__
+from mpa import __version__, strategies
 from mpa.backends import REGISTRY as BACKENDS
 from mpa.config import ConfigError, MPAConfig, build_config, dump_config, read_yaml, set_dotted
 from mpa.contract import PIPELINE
@@ -76,7 +76,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", help="annotation preset: textvqa, stvqa, chartqa, okvqa, generic, *-paper")
     p.add_argument("--prompt-file", help="your own annotation prompt ({k} = number of QA pairs)")
     p.add_argument("--matcher", choices=["compat", "exact", "anls", "relaxed"], help="answer matcher for PI")
-    p.add_argument("--strategy", choices=["parity", "all", "random", "teacher_consistent", "student_fails"],
+    p.add_argument("--strategy", choices=list(strategies.REGISTRY),
                    help="which pseudo-QAs to train on (parity = teacher right, student wrong)")  # fmt: skip
     p.add_argument("--method", choices=["lora", "full"], help="fine-tuning method for PL")
     p.add_argument("--device", help="device for both models: auto, cpu, cuda, cuda:1")

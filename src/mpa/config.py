@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from mpa import strategies
 from mpa.errors import ConfigError
 
 __all__ = ["ConfigError", "MPAConfig", "build_config", "load_config"]
@@ -137,12 +138,21 @@ class IdentifyConfig(_Strict):
     )
     anls_threshold: float = Field(0.5, gt=0.0, le=1.0)
     relaxed_tolerance: float = Field(0.05, ge=0.0)
-    strategy: Literal["parity", "all", "random", "teacher_consistent", "student_fails"] = "parity"
+    strategy: str = Field(
+        "parity",
+        description="Which pseudo-QAs to keep, a name in mpa.strategies.REGISTRY: parity (teacher right, student "
+        "wrong), all, random (seeded, the parity set's size), teacher_consistent, student_fails.",
+    )
     self_consistency: int = Field(1, ge=1, description="k sampled teacher answers (1 = greedy only).")
     self_consistency_min_share: float = Field(0.5, gt=0.0, le=1.0, description="Share of samples that must agree.")
     self_consistency_temperature: float = Field(0.7, gt=0.0)
     max_new_tokens: int = Field(16, ge=1)
     repetition_penalty: float = Field(1.0, gt=0.0, description="Applied to both models' answers (1.0 = off).")
+
+    @field_validator("strategy")
+    @classmethod
+    def _registered_strategy(cls, value: str) -> str:
+        return strategies.check_name(value)  # read at validation time, so a strategy registered later is accepted
 
 
 # The default LoRA targets: every linear layer of the language model, resolved per model (mpa.backends.hf_parts).

@@ -1,7 +1,8 @@
 """Versioned prompt templates for the teacher (Pseudo Annotator) and for short answers, plus pure render functions.
 
 Every prompt is a constant with an id such as ``annotate.chartqa@1``; the id goes into stage fingerprints, so a
-changed prompt must get a new version (``tests/test_prompts.py`` pins a hash of every template to enforce this).
+changed prompt must get a new version (``tests/test_prompts.py`` compares every text with its snapshot,
+``tests/snapshots/prompts/<id>.txt``, to enforce this).
 
 Two families of annotate presets:
 

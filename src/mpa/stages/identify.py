@@ -14,7 +14,6 @@ RUN_DIR/identify/:
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from mpa.rundir import (
 )
 from mpa.stages.common import checked, chunk_size, model_identity, prefetched, progress
 from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
+from mpa.strategies import load_strategy
 
 log = logging.getLogger(__name__)
 STAGE = "identify"
@@ -153,7 +153,8 @@ def _load_images(qas: list[dict[str, Any]]) -> dict[str, LoadedImage]:
 def decide(
     qa: dict[str, Any], teacher: dict[str, Any], student: dict[str, Any], ident: IdentifyConfig
 ) -> CandidateRecord:
-    """Apply the matcher and the strategy's test to one pseudo-QA (the `random` strategy is applied afterwards)."""
+    """Apply the matcher and the strategy's per-candidate test to one pseudo-QA (its whole-set step, if any, runs
+    once every candidate is decided)."""
 
     def match(answer: str) -> bool:
         return match_answers(
@@ -172,7 +173,7 @@ def decide(
     if failed:
         selected, reason = False, "failed"
     else:
-        selected, reason = _strategy(ident.strategy, teacher_match, consistent, student_correct)
+        selected, reason = load_strategy(ident.strategy).decide(teacher_match, consistent, student_correct)
     return CandidateRecord(
         qa_id=qa["qa_id"],
         image_id=qa["image_id"],
@@ -188,32 +189,6 @@ def decide(
         selected=selected,
         reason=reason,  # type: ignore[arg-type]
     )
-
-
-def _strategy(strategy: str, teacher_match: bool, consistent: bool, student_correct: bool) -> tuple[bool, str]:
-    teacher_reason = "teacher_inconsistent" if teacher_match else "teacher_disagrees"
-    if strategy in ("all", "random"):
-        return True, "selected"
-    if strategy == "student_fails":
-        return (False, "student_correct") if student_correct else (True, "selected")
-    if not consistent:
-        return False, teacher_reason
-    if strategy == "teacher_consistent" or not student_correct:
-        return True, "selected"
-    return False, "student_correct"
-
-
-def _apply_random(cands: list[CandidateRecord], size: int, seed: int) -> list[CandidateRecord]:
-    """`random` strategy: a seeded sample of parseable QAs, the same size as the parity set would be."""
-    pool = [c for c in cands if c.reason != "failed"]
-    chosen = {c.qa_id for c in random.Random(seed).sample(pool, min(size, len(pool)))}
-    out = []
-    for c in cands:
-        if c.reason != "failed":
-            pick = c.qa_id in chosen
-            c = c.model_copy(update={"selected": pick, "reason": "selected" if pick else "not_sampled"})
-        out.append(c)
-    return out
 
 
 def run(
@@ -236,9 +211,7 @@ def run(
     t_ans = latest_by_key(sdir / "teacher_answers.jsonl", "qa_id")
     s_ans = latest_by_key(sdir / "student_answers.jsonl", "qa_id")
     cands = [decide(qa, t_ans[qa["qa_id"]], s_ans[qa["qa_id"]], cfg.identify) for qa in qas]
-    if cfg.identify.strategy == "random":
-        parity_size = sum(c.teacher_agrees and not c.student_correct for c in cands if c.reason != "failed")
-        cands = _apply_random(cands, parity_size, cfg.seed)
+    cands = load_strategy(cfg.identify.strategy).finalize(cands, cfg.seed)
     atomic_write_text(sdir / "candidates.jsonl", "".join(c.model_dump_json() + "\n" for c in cands))
     selected = [c for c in cands if c.selected]
     atomic_write_text(sdir / "parity.jsonl", "".join(c.model_dump_json() + "\n" for c in selected))

@@ -1,0 +1,46 @@
+"""The one interface of a selection strategy: a per-candidate decision, plus an optional whole-set step.
+
+identify judges every pseudo-QA (does the teacher's answer match the pseudo-answer, consistently across its
+samples; does the student's?) and hands these three facts to `Strategy.decide`, which keeps or drops the candidate
+and says why. `Strategy.finalize` then sees every candidate at once, for rules that depend on the whole set (the
+`random` strategy samples as many as the parity rule would keep). A strategy never sees failed generations: they
+are rejected with reason `failed` before it is asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from mpa.records import CandidateRecord, Reason
+
+Decision = tuple[bool, Reason]  # (selected, reason); the reason of a selected candidate is "selected"
+
+
+class Decide(Protocol):
+    def __call__(self, teacher_match: bool, consistent: bool, student_correct: bool) -> Decision: ...
+
+
+class Finalize(Protocol):
+    def __call__(self, candidates: list[CandidateRecord], seed: int) -> list[CandidateRecord]: ...
+
+
+def unchanged(candidates: list[CandidateRecord], seed: int) -> list[CandidateRecord]:
+    """The whole-set step of a strategy that has none: the per-candidate decisions stand."""
+    return candidates
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """`decide(teacher_match, consistent, student_correct)`: teacher_match = the teacher's greedy answer matches the
+    pseudo-answer; consistent = it does and enough of its self-consistency samples agree (always equal to
+    teacher_match without samples); student_correct = the student's greedy answer matches. `finalize(candidates,
+    seed)` returns the candidates in the same order, any of them re-decided (seeded, so reruns agree)."""
+
+    decide: Decide
+    finalize: Finalize = unchanged
+
+
+def teacher_rejected(teacher_match: bool) -> Decision:
+    """A candidate dropped because the teacher does not stand by the pseudo-answer, with the finer reason."""
+    return False, "teacher_inconsistent" if teacher_match else "teacher_disagrees"

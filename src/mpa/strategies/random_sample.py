@@ -1,0 +1,29 @@
+"""`random`: a seeded sample of the answered pseudo-QAs, as many as the parity rule would keep — the control that
+tells whether the parity rule picks better data than chance at the same training-set size."""
+
+from __future__ import annotations
+
+import random
+
+from mpa.records import CandidateRecord
+from mpa.strategies.base import Decision, Strategy
+
+
+def decide(teacher_match: bool, consistent: bool, student_correct: bool) -> Decision:
+    return True, "selected"  # every candidate is in the pool; `finalize` draws the sample
+
+
+def finalize(candidates: list[CandidateRecord], seed: int) -> list[CandidateRecord]:
+    pool = [c for c in candidates if c.reason != "failed"]
+    parity_size = sum(c.teacher_agrees and not c.student_correct for c in pool)
+    chosen = {c.qa_id for c in random.Random(seed).sample(pool, min(parity_size, len(pool)))}
+    out = []
+    for c in candidates:
+        if c.reason != "failed":
+            pick = c.qa_id in chosen
+            c = c.model_copy(update={"selected": pick, "reason": "selected" if pick else "not_sampled"})
+        out.append(c)
+    return out
+
+
+STRATEGY = Strategy(decide, finalize)
