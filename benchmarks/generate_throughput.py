@@ -52,9 +52,9 @@ def plain_loop(
 def ours(model_dir: str, prompts: list[str], images: list[Any], max_new_tokens: int, device: str,
          batch_size: int) -> tuple[list[str], float]:  # fmt: skip
     from mpa.backends import GenRequest, load_backend
-    from mpa.config import ModelConfig
+    from mpa.config import model_config
 
-    backend = load_backend(ModelConfig(model=model_dir, batch_size=batch_size, device=device))
+    backend = load_backend(model_config(model=model_dir, batch_size=batch_size, device=device))
     reqs = [GenRequest(key=str(i), prompt=p, image=im, max_new_tokens=max_new_tokens)
             for i, (p, im) in enumerate(zip(prompts, images, strict=True))]  # fmt: skip
     t0 = time.perf_counter()

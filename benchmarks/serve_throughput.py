@@ -75,7 +75,7 @@ def main() -> None:
     from PIL import Image
 
     from mpa.backends import GenRequest, load_backend
-    from mpa.config import ModelConfig
+    from mpa.config import ModelConfig, model_config
     from mpa.prompts import render_answer_prompt
     from mpa.tiny import build_tiny_llava, make_color_images, train_tiny_teacher
 
@@ -118,7 +118,7 @@ def main() -> None:
         for c in args.concurrency:
             measure(
                 f"openai c={c}",
-                ModelConfig(
+                model_config(
                     model=str(model), backend="openai", base_url=url, concurrency=c, sampling_params="transformers"
                 ),
             )
@@ -126,7 +126,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    measure("hf batch=16", ModelConfig(model=str(model), batch_size=16, device="cpu"))
+    measure("hf batch=16", model_config(model=str(model), batch_size=16, device="cpu"))
 
     print(f"identify-style requests, {len(requests)} questions, max_new_tokens {args.max_new_tokens}, model {model}, "
           f"server threads {args.server_threads}")  # fmt: skip

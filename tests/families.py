@@ -42,10 +42,10 @@ def teach_fixed_replies(
 
     from mpa.backends.hf import load_processor
     from mpa.backends.hf_collator import ChatCollator
-    from mpa.config import ModelConfig
+    from mpa.config import model_config
 
     torch.manual_seed(0)
-    processor = load_processor(ModelConfig(model=str(model_dir)))
+    processor = load_processor(model_config(model=str(model_dir)))
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     collator = ChatCollator(processor, model.generation_config.eos_token_id)
     batch = collator(rows)

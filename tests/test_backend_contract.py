@@ -20,7 +20,7 @@ from PIL import Image
 
 from mpa.backends import Backend, GenRequest, load_backend
 from mpa.benchmarks import load_benchmark
-from mpa.config import ConfigError, ModelConfig, build_config
+from mpa.config import ConfigError, ModelConfig, build_config, model_config
 from mpa.pipeline import run_pipeline
 from mpa.prompts import render_answer_prompt
 from mpa.rundir import iter_jsonl
@@ -48,14 +48,16 @@ def served() -> Iterator[Callable[[str], str]]:
         yield {"teacher": teacher, "student": student}.__getitem__
 
 
-def model_config(backend: str, role: str, served: Callable[[str], str], **extra: Any) -> ModelConfig:
+def backend_config(backend: str, role: str, served: Callable[[str], str], **extra: Any) -> ModelConfig:
     if backend == "vllm" and not _vllm_available():
         pytest.skip("vLLM needs its package and a CUDA GPU")
     path = str(DEMO_MODELS / role)
     if backend == "openai":
         # the served model is the demo folder; transformers serve takes repetition_penalty as frequency_penalty
-        return ModelConfig(model=path, backend="openai", base_url=served(role), sampling_params="transformers", **extra)
-    return ModelConfig(model=path, backend=backend, device="cpu" if backend == "hf" else "auto", **extra)
+        return model_config(
+            model=path, backend="openai", base_url=served(role), sampling_params="transformers", **extra
+        )
+    return model_config(model=path, backend=backend, device="cpu" if backend == "hf" else "auto", **extra)
 
 
 def demo_requests(n: int = 12) -> list[GenRequest]:
@@ -71,8 +73,8 @@ def demo_requests(n: int = 12) -> list[GenRequest]:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_same_requests_same_outputs(backend: str, served: Callable[[str], str]) -> None:
     requests = demo_requests()
-    reference = load_backend(ModelConfig(model=str(DEMO_MODELS / "teacher"), device="cpu")).generate(requests)
-    under_test = load_backend(model_config(backend, "teacher", served))
+    reference = load_backend(model_config(model=str(DEMO_MODELS / "teacher"), device="cpu")).generate(requests)
+    under_test = load_backend(backend_config(backend, "teacher", served))
     try:
         got = under_test.generate(requests)
     finally:
@@ -99,11 +101,11 @@ def test_an_adapter_is_applied_or_refused(backend: str, served: Callable[[str], 
     lora.save_pretrained(tmp_path / "adapter")
     if backend == "openai":
         with pytest.raises(ConfigError, match="cannot apply the adapter"):
-            load_backend(model_config(backend, "student", served, adapter=str(tmp_path / "adapter")))
+            load_backend(backend_config(backend, "student", served, adapter=str(tmp_path / "adapter")))
         return
     requests = demo_requests(6)
-    plain = load_backend(model_config(backend, "student", served))
-    adapted = load_backend(model_config(backend, "student", served, adapter=str(tmp_path / "adapter")))
+    plain = load_backend(backend_config(backend, "student", served))
+    adapted = load_backend(backend_config(backend, "student", served, adapter=str(tmp_path / "adapter")))
     try:
         assert [r.texts for r in adapted.generate(requests)] != [r.texts for r in plain.generate(requests)]
     finally:
@@ -115,7 +117,7 @@ def test_an_adapter_is_applied_or_refused(backend: str, served: Callable[[str], 
 def test_leveled_student_is_the_leveled_model_in_every_backend(
     student_backend: str, served: Callable[[str], str], tmp_path: Path
 ) -> None:
-    student = model_config(student_backend, "student", served).model_dump(exclude_defaults=True)
+    student = backend_config(student_backend, "student", served).model_dump(exclude_defaults=True)
     pool = tmp_path / "pool.txt"
     pool.write_text("\n".join(sorted(easy_vqa.get_train_image_paths().values())[:24]))
     tree = {
@@ -134,7 +136,7 @@ def test_leveled_student_is_the_leveled_model_in_every_backend(
     adapter = manifests["level"]["student_after"]["adapter"]
     assert adapter and Path(adapter).is_dir()
     # What base + adapter answers, asked directly in process: the reference for "the leveled model".
-    leveled = load_backend(ModelConfig(model=str(DEMO_MODELS / "student"), adapter=adapter, device="cpu"))
+    leveled = load_backend(model_config(model=str(DEMO_MODELS / "student"), adapter=adapter, device="cpu"))
     before = {r["qid"]: r["raw"] for r in iter_jsonl(run / "evaluate/student_before/easyvqa/predictions.jsonl")}
     after = {r["qid"]: r for r in iter_jsonl(run / "evaluate/student_after/easyvqa/predictions.jsonl")}
     samples = {s.qid: s for s in load_benchmark("easyvqa", None, split=None, limit=40)}
@@ -157,7 +159,7 @@ def test_close_frees_each_model_before_the_next_loads() -> None:
     (no reference left; on CUDA its cached blocks go back), so the next one does not pile up on top of it."""
     refs: list[weakref.ref[Any]] = []
     for role in ("teacher", "student", "teacher"):
-        backend: Backend = load_backend(ModelConfig(model=str(DEMO_MODELS / role), device="cpu"))
+        backend: Backend = load_backend(model_config(model=str(DEMO_MODELS / role), device="cpu"))
         refs.append(weakref.ref(backend.model))  # type: ignore[attr-defined]
         backend.generate(demo_requests(2))
         backend.close()

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from mpa.backends import GenRequest, load_backend
-from mpa.config import ModelConfig
+from mpa.config import model_config
 from mpa.pixels import fit_pixel_budget
 
 PROMPTS = ["What colour is the image?", "Describe it.", "Write 3 question-answer pairs about this image as JSON."]
@@ -30,7 +30,7 @@ def _requests(images: list[Image.Image], **kw: object) -> list[GenRequest]:
 @pytest.mark.parametrize("arch", ["tiny_llava_dir", "tiny_idefics3_dir"])
 def test_batched_greedy_equals_one_by_one(arch: str, request: pytest.FixtureRequest, color_images: Path) -> None:
     model_dir = request.getfixturevalue(arch)
-    backend = load_backend(ModelConfig(model=str(model_dir), batch_size=8))
+    backend = load_backend(model_config(model=str(model_dir), batch_size=8))
     reqs = _requests(_images(color_images, 6))
     batched = backend.generate(reqs)
     single = [backend.generate([r])[0] for r in reqs]
@@ -43,8 +43,8 @@ def test_batched_greedy_equals_one_by_one(arch: str, request: pytest.FixtureRequ
 
 def test_seeded_sampling_is_batch_invariant_and_reproducible(tiny_llava_dir: Path, color_images: Path) -> None:
     images = _images(color_images, 5)
-    big = load_backend(ModelConfig(model=str(tiny_llava_dir), batch_size=16))
-    small = load_backend(ModelConfig(model=str(tiny_llava_dir), batch_size=2))
+    big = load_backend(model_config(model=str(tiny_llava_dir), batch_size=16))
+    small = load_backend(model_config(model=str(tiny_llava_dir), batch_size=2))
     reqs = _requests(images, n=3, temperature=1.0, seed=11)
     a = big.generate(reqs)
     b = small.generate(list(reversed(reqs)))[::-1]  # other batch size, other order
@@ -59,7 +59,7 @@ def test_seeded_sampling_is_batch_invariant_and_reproducible(tiny_llava_dir: Pat
 
 
 def test_greedy_ignores_n(tiny_llava_dir: Path, color_images: Path) -> None:
-    backend = load_backend(ModelConfig(model=str(tiny_llava_dir)))
+    backend = load_backend(model_config(model=str(tiny_llava_dir)))
     (res,) = backend.generate(_requests(_images(color_images, 1), n=4))
     assert len(res.texts) == 1
 
@@ -75,7 +75,7 @@ def test_pixel_budget_downscales_keeping_aspect() -> None:
 
 
 def test_unknown_backend_is_rejected() -> None:
-    cfg = ModelConfig(model="x")
+    cfg = model_config(model="x")
     object.__setattr__(cfg, "backend", "nope")
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         load_backend(cfg)
@@ -86,7 +86,7 @@ def test_out_of_memory_halves_the_batch_then_fails_only_the_culprit(
 ) -> None:
     import torch
 
-    backend = load_backend(ModelConfig(model=str(tiny_llava_dir), batch_size=8))
+    backend = load_backend(model_config(model=str(tiny_llava_dir), batch_size=8))
     reqs = _requests(_images(color_images, 8))
     want = backend.generate(reqs)
     sizes: list[int] = []
@@ -110,7 +110,7 @@ def test_a_programming_error_propagates_instead_of_failing_requests(
     tiny_llava_dir: Path, color_images: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only out-of-memory and per-input errors are recorded on requests; a bug stops generation loudly."""
-    backend = load_backend(ModelConfig(model=str(tiny_llava_dir), batch_size=4))
+    backend = load_backend(model_config(model=str(tiny_llava_dir), batch_size=4))
 
     def buggy(requests: list[GenRequest], rows: list) -> list:
         raise TypeError("unsupported operand type(s)")

@@ -92,3 +92,39 @@ def test_validate_refuses_missing_inputs(tmp_path: Path, capsys: pytest.CaptureF
                "--teacher", str(tmp_path / "no_model"), "--student", "S"])  # fmt: skip
     assert rc == 2 and "teacher.model:" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------------- per-backend model configs
+
+
+def _tree(**teacher: object) -> dict[str, object]:
+    return {"run_dir": "r", "images": {"path": "i"}, "teacher": {"model": "t", **teacher}, "student": {"model": "s"}}
+
+
+def test_model_config_is_chosen_by_backend() -> None:
+    from mpa.config import HFModelConfig, OpenAIModelConfig, ScriptedModelConfig, VLLMModelConfig
+
+    assert type(build_config(_tree()).teacher) is HFModelConfig  # no backend: hf
+    assert type(build_config(_tree(backend="vllm")).teacher) is VLLMModelConfig
+    assert type(build_config(_tree(backend="scripted")).teacher) is ScriptedModelConfig
+    served = build_config(_tree(backend="openai", base_url="http://h:1/v1", concurrency=8)).teacher
+    assert type(served) is OpenAIModelConfig and served.requests_in_flight() == 8
+    assert not hasattr(build_config(_tree()).teacher, "concurrency")  # an hf model carries no server options
+
+
+def test_another_backends_option_is_an_error_naming_that_backend() -> None:
+    with pytest.raises(ConfigError, match=r"'concurrency' is an option of backend openai, not hf"):
+        build_config(_tree(concurrency=8))
+    with pytest.raises(ConfigError, match=r"'gpu_memory_utilization' is an option of backend vllm, not openai"):
+        build_config(_tree(backend="openai", base_url="http://h:1/v1", gpu_memory_utilization=0.5))
+    with pytest.raises(ConfigError, match=r"teacher.*unknown backend; choose one of hf, vllm, openai, scripted"):
+        build_config(_tree(backend="tgi"))
+
+
+def test_a_run_directory_config_from_the_flat_model_config_still_loads() -> None:
+    """config.yaml written before the per-backend configs spells every backend's option out at its default."""
+    flat = {"backend": "hf", "base_url": None, "api_key_env": None, "concurrency": 32, "timeout_s": 120.0,
+            "max_retries": 5, "supports_n": None, "image_format": "auto", "jpeg_quality": 95,
+            "sampling_params": "vllm", "gpu_memory_utilization": 0.9}  # fmt: skip
+    cfg = build_config(_tree(**flat))
+    assert cfg.teacher.backend == "hf" and cfg.teacher.identity() == build_config(_tree()).teacher.identity()

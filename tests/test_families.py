@@ -28,7 +28,7 @@ from mpa.backends import GenRequest
 from mpa.backends.hf import HFBackend, load_processor
 from mpa.backends.hf_collator import ChatCollator
 from mpa.backends.hf_parts import freeze, lora_targets, part_of
-from mpa.config import ModelConfig, build_config
+from mpa.config import build_config, model_config
 from mpa.pipeline import run_pipeline
 from mpa.pixels import fit_pixel_budget
 from mpa.prompts import render_answer_prompt
@@ -82,7 +82,7 @@ def _requests(images: list[Image.Image]) -> list[GenRequest]:
 @pytest.mark.parametrize("family", CHAT_FAMILIES)
 def test_family_contract(family: str, family_dir: Any, images: list[Image.Image]) -> None:
     model_dir = family_dir(family)
-    backend = HFBackend(ModelConfig(model=str(model_dir), batch_size=4, device="cpu"))
+    backend = HFBackend(model_config(model=str(model_dir), batch_size=4, device="cpu"))
     requests = _requests(images)
 
     # Batching (left padding, length sorting) never changes greedy outputs.
@@ -146,7 +146,7 @@ def test_pixel_budget_reaches_the_processor(family: str, family_dir: Any) -> Non
     """Every backend fits images into [min_pixels, max_pixels]; processors that resize to a budget themselves
     (Qwen-VL family) are given the same budget, so their rounding never leaves it."""
     lo, hi = 32 * 32, 64 * 64
-    processor = load_processor(ModelConfig(model=str(family_dir(family)), min_pixels=lo, max_pixels=hi))
+    processor = load_processor(model_config(model=str(family_dir(family)), min_pixels=lo, max_pixels=hi))
     for size in ((300, 150), (20, 20)):
         image = fit_pixel_budget(Image.new("RGB", size, "red"), hi, lo)
         assert lo <= image.width * image.height <= hi * 1.01

@@ -65,10 +65,10 @@ def test_training_prompt_equals_inference_prompt(tiny_llava_dir: Path, color_ima
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
     from mpa.backends.hf import load_processor
-    from mpa.config import ModelConfig
+    from mpa.config import model_config
     from mpa.prompts import render_answer_prompt
 
-    processor = load_processor(ModelConfig(model=str(tiny_llava_dir)))
+    processor = load_processor(model_config(model=str(tiny_llava_dir)))
     image = Image.open(sorted(color_images.glob("*.png"))[0]).convert("RGB")
     prompt = render_answer_prompt("What colour is the image?")
     collator = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
@@ -147,7 +147,7 @@ def test_full_finetune_keeps_a_frozen_vision_tower(level_tree: dict[str, Any]) -
 def test_leveled_student_learns_the_gap(level_tree: dict[str, Any]) -> None:
     """After full FT on the gap set the student gives the teacher's answers to most questions it failed."""
     from mpa.backends import GenRequest, load_backend
-    from mpa.config import ModelConfig
+    from mpa.config import model_config
     from mpa.images import ImageSource, load_image
     from mpa.parsing import parse_short_answer
     from mpa.prompts import render_answer_prompt
@@ -156,7 +156,7 @@ def test_leveled_student_learns_the_gap(level_tree: dict[str, Any]) -> None:
     level_tree["level"].update({"method": "full", "epochs": 40, "learning_rate": 0.003, "freeze_vision": False})
     manifests = run_pipeline(build_config(level_tree))
     parity = list(iter_jsonl(Path(level_tree["run_dir"]) / "identify/parity.jsonl"))
-    backend = load_backend(ModelConfig(**manifests["level"]["student_after"]))
+    backend = load_backend(model_config(**manifests["level"]["student_after"]))
     reqs = [
         GenRequest(key=p["qa_id"], prompt=render_answer_prompt(p["question"]),
                    image=load_image(ImageSource(p["image_path"], Path(p["image_path"]))).image)

@@ -46,21 +46,21 @@ def test_ray_engine_gives_the_local_engines_records(
 
 def test_gpu_actors_by_default_and_no_large_model_on_cpus(tmp_path: Path, tiny_llava_dir: Path) -> None:
     from mpa.backends.ray_pool import gpus_per_actor
-    from mpa.config import ConfigError, EngineConfig, ModelConfig
+    from mpa.config import ConfigError, EngineConfig, model_config
 
     engine = EngineConfig(name="ray")
-    tiny = ModelConfig(model=str(tiny_llava_dir))
+    tiny = model_config(model=str(tiny_llava_dir))
     assert gpus_per_actor(tiny, engine, cluster_gpus=8) == 1.0  # a GPU per model copy when there are GPUs
     assert gpus_per_actor(tiny, engine, cluster_gpus=0) == 0.0  # a tiny model may run on CPUs
-    served = ModelConfig(model="m", backend="openai", base_url="http://127.0.0.1:1/v1")
+    served = model_config(model="m", backend="openai", base_url="http://127.0.0.1:1/v1")
     assert gpus_per_actor(served, engine, cluster_gpus=8) == 0.0  # a client holds no weights
     big = tmp_path / "big"
     big.mkdir()
     with (big / "model.safetensors").open("wb") as handle:
         handle.truncate(3 * 1024**3)  # sparse: 3 GiB of "weights" without using the disk
     with pytest.raises(ConfigError, match=r"no GPUs.*num_gpus_per_actor=0"):
-        gpus_per_actor(ModelConfig(model=str(big)), engine, cluster_gpus=0)
+        gpus_per_actor(model_config(model=str(big)), engine, cluster_gpus=0)
     with pytest.raises(ConfigError, match="size is unknown"):
-        gpus_per_actor(ModelConfig(model="Qwen/Qwen2-VL-7B-Instruct"), engine, cluster_gpus=0)
+        gpus_per_actor(model_config(model="Qwen/Qwen2-VL-7B-Instruct"), engine, cluster_gpus=0)
     explicit = EngineConfig(name="ray", num_gpus_per_actor=0)
-    assert gpus_per_actor(ModelConfig(model=str(big)), explicit, cluster_gpus=0) == 0.0  # asked for explicitly
+    assert gpus_per_actor(model_config(model=str(big)), explicit, cluster_gpus=0) == 0.0  # asked for explicitly

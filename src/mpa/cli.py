@@ -156,7 +156,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.benchmark is None:
         raise ConfigError("--model needs --benchmark (or leave out --model to run the evaluate stage of a run)")
     from mpa.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
-    from mpa.config import ModelConfig
+    from mpa.config import model_config
     from mpa.evaluation import METRICS, evaluate_model
 
     if args.benchmark not in BENCHMARKS:
@@ -164,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.metric and args.metric not in METRICS:
         raise ConfigError(f"--metric: unknown '{args.metric}'; choose from {', '.join(sorted(METRICS))}")
     try:
-        model = ModelConfig(model=args.model, adapter=args.adapter, batch_size=args.batch_size,
+        model = model_config(model=args.model, adapter=args.adapter, batch_size=args.batch_size,
                             device=args.device or "auto")  # fmt: skip
         samples = load_benchmark(args.benchmark, Path(args.data_dir) if args.data_dir else None,
                                  split=args.split, limit=args.limit)  # fmt: skip

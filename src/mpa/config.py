@@ -7,34 +7,41 @@ Unknown keys and wrong types are errors that name the key; the resolved config i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from mpa import strategies
 from mpa.errors import ConfigError
 
-__all__ = ["ConfigError", "MPAConfig", "build_config", "load_config"]
+__all__ = ["ConfigError", "MPAConfig", "ModelConfig", "build_config", "load_config", "model_config"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ModelConfig(_Strict):
-    """A vision-language model: a hub id or local folder loaded in-process (`backend: hf`), or a model served
-    behind an OpenAI-compatible `/v1/chat/completions` endpoint (`backend: openai`: vLLM, SGLang, TGI,
-    `transformers serve`, hosted APIs)."""
+class _ModelBase(_Strict):
+    """What every backend's model config has: the weights (loaded in-process, or for a served student, loaded to
+    train it and to evaluate the leveled weights), how images are sized, batching and cost. One subclass per
+    backend adds its own options; `ModelConfig` is their union, keyed on `backend` (a key of
+    `mpa.backends.registry.REGISTRY`)."""
 
     model: str = Field(
         description="Hub id or local folder of the checkpoint; for backend openai the served model name."
     )
-    backend: Literal["hf", "openai", "vllm", "scripted"] = Field(
-        "hf",
-        description="Generation backend: in-process HF, an OpenAI-compatible server, in-process vLLM, or a scripted "
-        "model for tests (no weights; `model` is its JSON script, see mpa/backends/scripted.py).",
-    )
+    backend: str = Field(description="hf (default), openai, vllm or scripted: see each backend's options below.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     adapter: str | None = Field(None, description="Optional PEFT adapter folder applied on top of `model`.")
     device: str = Field("auto", description="'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:1', ...")
@@ -46,59 +53,158 @@ class ModelConfig(_Strict):
     max_pixels: int | None = Field(None, ge=1, description="Pixel budget ceiling (the paper: 512*28*28 for Qwen2-VL).")
     trust_remote_code: bool = False
     attn_implementation: str | None = Field(None, description="e.g. 'sdpa', 'flash_attention_2'.")
-    # backend openai only (hf ignores them); see mpa/backends/openai_api.py.
-    base_url: str | None = Field(
-        None, validate_default=True, description="backend openai: the endpoint, e.g. http://127.0.0.1:8000/v1."
-    )
-    api_key_env: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="backend openai: NAME of the environment variable holding the API key (the key itself is never "
-        "stored); unset = the placeholder 'EMPTY' that local servers accept.",
-    )
-    concurrency: int = Field(
-        32, ge=1, description="backend openai: requests in flight (a continuous-batching server batches them)."
-    )
-    timeout_s: float = Field(120.0, gt=0, description="backend openai: per-request timeout; a timeout is retried.")
-    max_retries: int = Field(
-        5,
-        ge=0,
-        description="backend openai: retries after 429/5xx/timeouts/dropped connections (exponential "
-        "backoff with jitter, never sooner than the server's Retry-After).",
-    )
-    supports_n: bool | None = Field(
-        None,
-        description="backend openai: the server returns n samples per request; None = detect, falling back "
-        "to n requests with distinct seeds when fewer come back (`transformers serve` ignores n).",
-    )
-    image_format: Literal["auto", "png", "jpeg"] = Field(
-        "auto",
-        description="backend openai: how images travel. auto = JPEG for photos (more than 4,096 colours), PNG "
-        "(lossless) for charts, screenshots and other few-colour images.",
-    )
-    jpeg_quality: int = Field(95, ge=1, le=100, description="backend openai: JPEG quality when images travel as JPEG.")
-    sampling_params: Literal["vllm", "transformers", "none"] = Field(
-        "vllm",
-        description="backend openai: how top_k and repetition_penalty reach the server, which otherwise applies the "
-        "model's generation_config (Qwen2-VL: top_k=1, repetition_penalty=1.05). vllm = as request fields (vLLM, "
-        "SGLang); transformers = repetition_penalty as `frequency_penalty` + 1 (`transformers serve`, which "
-        "rejects unknown fields; top_k stays the server's); none = neither (hosted APIs). The stage manifest names "
-        "the parameters left to the server.",
-    )
-    gpu_memory_utilization: float = Field(
-        0.9, gt=0.0, le=1.0, description="backend vllm: share of GPU memory vLLM reserves (weights + KV cache)."
-    )
     cost_per_1k_prompt_tokens: float | None = Field(
         None, ge=0, description="USD per 1,000 prompt tokens, to report a cost with the usage in stage manifests."
     )
     cost_per_1k_completion_tokens: float | None = Field(None, ge=0, description="USD per 1,000 completion tokens.")
 
-    @field_validator("base_url")
+    # Whether the backend holds the weights in this process, so it can apply an adapter or a fine-tuned folder (an
+    # OpenAI client cannot: its server holds the weights).
+    in_process: ClassVar[bool] = True
+
+    @model_validator(mode="before")
     @classmethod
-    def _base_url_for_openai(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None and info.data.get("backend") == "openai":
-            raise ValueError("required when backend is 'openai' (e.g. http://127.0.0.1:8000/v1)")
-        return value
+    def _options_of_other_backends(cls, data: Any) -> Any:
+        """Another backend's option is an error naming that backend — except at its default value, which is how
+        run directories written before the per-backend configs spelled every option out (they still resume)."""
+        if not isinstance(data, dict):
+            return data
+        own = cls.model_fields
+        for key in [k for k in data if k not in own]:
+            for other in _BACKEND_CONFIGS.values():
+                field = other.model_fields.get(key)
+                if field is None or key in _ModelBase.model_fields:
+                    continue
+                if data[key] == field.default or data[key] is None:
+                    data = {k: v for k, v in data.items() if k != key}
+                    break
+                owner = next(name for name, c in _BACKEND_CONFIGS.items() if c is other)
+                raise ValueError(f"'{key}' is an option of backend {owner}, not {data.get('backend', 'hf')}")
+        return data
+
+    def identity(self) -> dict[str, Any]:
+        """What, beyond the weights, changes this model's outputs (stage fingerprints; never secrets)."""
+        return {"model": self.model, "revision": self.revision, "backend": self.backend, "dtype": self.dtype,
+                "min_pixels": self.min_pixels, "max_pixels": self.max_pixels}  # fmt: skip
+
+    def requests_in_flight(self) -> int:
+        """Requests the backend keeps in flight at once (0: it runs its batches one after another)."""
+        return 0
+
+    def server_defaults(self) -> list[str]:
+        """Decoding parameters the backend cannot send, left to a server's defaults (recorded in manifests)."""
+        return []
+
+
+class HFModelConfig(_ModelBase):
+    """`backend: hf` — the model loaded in this process with transformers."""
+
+    backend: Literal["hf"] = "hf"
+
+
+class VLLMModelConfig(_ModelBase):
+    """`backend: vllm` — the model loaded in this process by vLLM's offline engine (a CUDA machine)."""
+
+    backend: Literal["vllm"]
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="Share of GPU memory vLLM reserves (weights + KV cache)."
+    )
+
+    def requests_in_flight(self) -> int:
+        return 256  # vLLM schedules its own batches; hand it whole stages
+
+
+class OpenAIModelConfig(_ModelBase):
+    """`backend: openai` — a model served behind an OpenAI-compatible `/v1/chat/completions` endpoint (vLLM,
+    SGLang, TGI, `transformers serve`, hosted APIs); see mpa/backends/openai_api.py."""
+
+    backend: Literal["openai"]
+    in_process: ClassVar[bool] = False
+    base_url: str = Field(description="The endpoint, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="NAME of the environment variable holding the API key (the key itself is never stored); "
+        "unset = the placeholder 'EMPTY' that local servers accept.",
+    )
+    concurrency: int = Field(32, ge=1, description="Requests in flight (a continuous-batching server batches them).")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout; a timeout is retried.")
+    max_retries: int = Field(
+        5,
+        ge=0,
+        description="Retries after 429/5xx/timeouts/dropped connections (exponential backoff with jitter, never "
+        "sooner than the server's Retry-After).",
+    )
+    supports_n: bool | None = Field(
+        None,
+        description="The server returns n samples per request; None = detect, falling back to n requests with "
+        "distinct seeds when fewer come back (`transformers serve` ignores n).",
+    )
+    image_format: Literal["auto", "png", "jpeg"] = Field(
+        "auto",
+        description="How images travel. auto = JPEG for photos (more than 4,096 colours), PNG (lossless) for "
+        "charts, screenshots and other few-colour images.",
+    )
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality when images travel as JPEG.")
+    sampling_params: Literal["vllm", "transformers", "none"] = Field(
+        "vllm",
+        description="How top_k and repetition_penalty reach the server, which otherwise applies the model's "
+        "generation_config (Qwen2-VL: top_k=1, repetition_penalty=1.05). vllm = as request fields (vLLM, SGLang); "
+        "transformers = repetition_penalty as `frequency_penalty` + 1 (`transformers serve`, which rejects unknown "
+        "fields; top_k stays the server's); none = neither (hosted APIs). The stage manifest names the parameters "
+        "left to the server.",
+    )
+
+    def identity(self) -> dict[str, Any]:  # which server, and how images travel (never the API key)
+        return {**super().identity(), "base_url": self.base_url, "image_format": self.image_format}
+
+    def requests_in_flight(self) -> int:
+        return self.concurrency
+
+    def server_defaults(self) -> list[str]:
+        return {"vllm": [], "transformers": ["top_k"], "none": ["top_k", "repetition_penalty"]}[self.sampling_params]
+
+
+class ScriptedModelConfig(_ModelBase):
+    """`backend: scripted` — no weights: `model` is a JSON script of replies (mpa/backends/scripted.py), for fast
+    tests and dry runs of the stages."""
+
+    backend: Literal["scripted"]
+    in_process: ClassVar[bool] = False  # nothing to apply an adapter to
+
+
+_BACKEND_CONFIGS: dict[str, type[_ModelBase]] = {
+    "hf": HFModelConfig,
+    "vllm": VLLMModelConfig,
+    "openai": OpenAIModelConfig,
+    "scripted": ScriptedModelConfig,
+}
+
+
+def _backend_of(value: Any) -> str:
+    return value.get("backend", "hf") if isinstance(value, dict) else getattr(value, "backend", "hf")
+
+
+ModelConfig = Annotated[
+    Annotated[HFModelConfig, Tag("hf")]
+    | Annotated[VLLMModelConfig, Tag("vllm")]
+    | Annotated[OpenAIModelConfig, Tag("openai")]
+    | Annotated[ScriptedModelConfig, Tag("scripted")],
+    Discriminator(
+        _backend_of,
+        custom_error_type="backend",
+        custom_error_message=f"unknown backend; choose one of {', '.join(_BACKEND_CONFIGS)}",
+    ),  # fmt: skip
+]
+_MODEL_ADAPTER: TypeAdapter[Any] = TypeAdapter(ModelConfig)
+
+
+def model_config(**fields: Any) -> HFModelConfig | VLLMModelConfig | OpenAIModelConfig | ScriptedModelConfig:
+    """A model config from keyword fields, its class chosen by `backend` (default hf)."""
+    try:
+        return _MODEL_ADAPTER.validate_python(fields)  # type: ignore[no-any-return]
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, "model")) from None
 
 
 class ImagesConfig(_Strict):
@@ -274,7 +380,8 @@ class MPAConfig(_Strict):
 def _format_validation_error(err: ValidationError, source: str) -> str:
     problems = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        # (a model config's location includes its backend's tag, e.g. teacher.openai.base_url: not a key)
+        key = ".".join(str(p) for p in e["loc"] if p not in _BACKEND_CONFIGS) or "<root>"
         if e["type"] == "extra_forbidden":
             problems.append(f"unknown key '{key}' (remove it or check its spelling)")
         elif e["type"] == "missing":

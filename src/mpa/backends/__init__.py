@@ -4,28 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mpa.backends.base import IN_PROCESS, Backend, GenRequest, GenResult
+from mpa.backends.base import Backend, GenRequest, GenResult
 from mpa.backends.registry import REGISTRY, create_backend
-from mpa.config import EngineConfig, ModelConfig
+from mpa.config import EngineConfig, HFModelConfig, ModelConfig
 
 
 def for_trained_weights(cfg: ModelConfig) -> ModelConfig:
     """`cfg` if its backend can load the leveled weights (a local folder, base + adapter); otherwise (a served
     student, `backend: openai`, whose server holds only the base weights) the same model in-process with the HF
     backend. Either way the model asked is the leveled one, never the base model the server still serves."""
-    if cfg.backend in IN_PROCESS:
+    if cfg.in_process:
         return cfg
-    return ModelConfig(model=cfg.model, backend="hf", revision=cfg.revision, adapter=cfg.adapter, dtype=cfg.dtype,
-                       min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, trust_remote_code=cfg.trust_remote_code,
-                       attn_implementation=cfg.attn_implementation)  # fmt: skip
+    return HFModelConfig(model=cfg.model, revision=cfg.revision, adapter=cfg.adapter, dtype=cfg.dtype,
+                         min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, trust_remote_code=cfg.trust_remote_code,
+                         attn_implementation=cfg.attn_implementation)  # fmt: skip
 
 
 def decoding_settings(cfg: ModelConfig, request: GenRequest) -> dict[str, object]:
     """The decoding a model is asked with, as stage manifests record it; names any parameter the server is left to
-    choose (backend openai whose server cannot be sent it, see `ModelConfig.sampling_params`)."""
+    choose (backend openai whose server cannot be sent it, see `OpenAIModelConfig.sampling_params`)."""
     settings: dict[str, object] = dict(request.decoding())
-    left = {"vllm": [], "transformers": ["top_k"], "none": ["top_k", "repetition_penalty"]}[cfg.sampling_params]
-    if cfg.backend == "openai" and left:
+    if left := cfg.server_defaults():
         settings["server_defaults"] = left
     return settings
 
@@ -34,7 +33,7 @@ def requests_in_flight(cfg: ModelConfig) -> int:
     """How many requests a backend keeps in flight at once (0: it runs its batches one after another, so a larger
     call gains nothing); stages hand it at least twice this many per call, so a server's or vLLM's continuous
     batching is not starved at chunk boundaries."""
-    return {"hf": 0, "openai": cfg.concurrency, "vllm": 256}.get(cfg.backend, 0)
+    return cfg.requests_in_flight()
 
 
 def missing_package(err: ImportError) -> str:
@@ -66,7 +65,7 @@ def check_model(cfg: ModelConfig, role: str, load: bool = True) -> None:
         except ConfigError as err:
             raise ConfigError(f"{role}.{err}") from None
         return
-    if cfg.backend not in IN_PROCESS or not _looks_local(cfg.model):
+    if not cfg.in_process or not _looks_local(cfg.model):
         return
     if not (Path(cfg.model).expanduser() / "config.json").exists():
         raise ConfigError(

@@ -13,10 +13,6 @@ from typing import Protocol
 
 from PIL import Image
 
-# Backends that hold the weights in this process, so they can apply an adapter or a fine-tuned folder (an OpenAI
-# client cannot: its server holds the weights).
-IN_PROCESS = ("hf", "vllm")
-
 
 @dataclass(frozen=True)
 class GenRequest:

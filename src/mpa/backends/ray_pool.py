@@ -18,9 +18,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mpa.backends.base import IN_PROCESS, GenRequest, GenResult
+from mpa.backends.base import GenRequest, GenResult
 from mpa.backends.registry import create_backend
-from mpa.config import EngineConfig, ModelConfig
+from mpa.config import EngineConfig, ModelConfig, model_config
 from mpa.errors import ConfigError, MPAError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def gpus_per_actor(cfg: ModelConfig, engine: EngineConfig, cluster_gpus: float) 
     GPUs; refuses to put a large in-process model on CPUs unless `num_gpus_per_actor: 0` says so."""
     if engine.num_gpus_per_actor is not None:
         return engine.num_gpus_per_actor
-    if cfg.backend not in IN_PROCESS:
+    if not cfg.in_process:
         return 0.0
     if cluster_gpus > 0:
         return 1.0
@@ -62,7 +62,7 @@ class _Worker:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.backend = create_backend(ModelConfig(**cfg))
+        self.backend = create_backend(model_config(**cfg))
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         return self.backend.generate(requests)

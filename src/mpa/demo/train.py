@@ -173,14 +173,14 @@ def quick_eval(model_dir: Path, n: int = 1500, seed: int = 0, model: Any = None)
     """VQA accuracy on a fixed random subset of easy-VQA test, overall and per question type."""
     from mpa.backends import GenRequest, load_backend
     from mpa.backends.hf import HFBackend
-    from mpa.config import ModelConfig
+    from mpa.config import model_config
     from mpa.metrics import vqa_accuracy
     from mpa.parsing import parse_short_answer
 
     qas, paths = world.load_split("test")
     subset = random.Random(seed).sample(qas, min(n, len(qas)))
     images = {qa.image_id: Image.open(paths[qa.image_id]).convert("RGB") for qa in subset}
-    cfg = ModelConfig(model=str(model_dir), batch_size=64)
+    cfg = model_config(model=str(model_dir), batch_size=64)
     backend = HFBackend.from_loaded(cfg, model.eval()) if model is not None else load_backend(cfg)
     reqs = [GenRequest(key=str(k), prompt=render_answer_prompt(qa.question), image=images[qa.image_id],
                        max_new_tokens=4) for k, qa in enumerate(subset)]  # fmt: skip

@@ -42,16 +42,7 @@ def folder_identity(folder: Path) -> str:
 
 def model_identity(cfg: ModelConfig) -> dict[str, Any]:
     """What about a model changes its outputs (not batch size or device)."""
-    ident: dict[str, Any] = {
-        "model": cfg.model,
-        "revision": cfg.revision,
-        "backend": cfg.backend,
-        "dtype": cfg.dtype,
-        "min_pixels": cfg.min_pixels,
-        "max_pixels": cfg.max_pixels,
-    }
-    if cfg.backend == "openai":  # a served model: which server, and how images travel (never the API key)
-        ident.update(base_url=cfg.base_url, image_format=cfg.image_format)
+    ident = cfg.identity()  # the backend's say: a served model adds its server and how images travel
     if Path(cfg.model).is_dir():  # a local folder (also a server's model name that is a path): hash its weights
         ident["weights"] = folder_identity(Path(cfg.model))
     elif Path(cfg.model).is_file():  # a one-file model (a scripted model's script)
