@@ -15,9 +15,9 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    Tag,
     TypeAdapter,
     ValidationError,
-    Tag,
     field_validator,
     model_validator,
 )
@@ -194,7 +194,7 @@ ModelConfig = Annotated[
         _backend_of,
         custom_error_type="backend",
         custom_error_message=f"unknown backend; choose one of {', '.join(_BACKEND_CONFIGS)}",
-    ),  # fmt: skip
+    ),
 ]
 _MODEL_ADAPTER: TypeAdapter[Any] = TypeAdapter(ModelConfig)
 
