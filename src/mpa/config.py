@@ -7,7 +7,7 @@ Unknown keys and wrong types are errors that name the key; the resolved config i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -58,6 +58,8 @@ class _ModelBase(_Strict):
     )
     cost_per_1k_completion_tokens: float | None = Field(None, ge=0, description="USD per 1,000 completion tokens.")
 
+    # The backend class ("module:Class", imported only when a model is loaded).
+    implementation: ClassVar[str]
     # Whether the backend holds the weights in this process, so it can apply an adapter or a fine-tuned folder (an
     # OpenAI client cannot: its server holds the weights).
     in_process: ClassVar[bool] = True
@@ -71,14 +73,14 @@ class _ModelBase(_Strict):
             return data
         own = cls.model_fields
         for key in [k for k in data if k not in own]:
-            for other in _BACKEND_CONFIGS.values():
+            for other in BACKEND_CONFIGS.values():
                 field = other.model_fields.get(key)
                 if field is None or key in _ModelBase.model_fields:
                     continue
                 if data[key] == field.default or data[key] is None:
                     data = {k: v for k, v in data.items() if k != key}
                     break
-                owner = next(name for name, c in _BACKEND_CONFIGS.items() if c is other)
+                owner = next(name for name, c in BACKEND_CONFIGS.items() if c is other)
                 raise ValueError(f"'{key}' is an option of backend {owner}, not {data.get('backend', 'hf')}")
         return data
 
@@ -100,12 +102,14 @@ class HFModelConfig(_ModelBase):
     """`backend: hf` — the model loaded in this process with transformers."""
 
     backend: Literal["hf"] = "hf"
+    implementation: ClassVar[str] = "mpa.backends.hf:HFBackend"
 
 
 class VLLMModelConfig(_ModelBase):
     """`backend: vllm` — the model loaded in this process by vLLM's offline engine (a CUDA machine)."""
 
     backend: Literal["vllm"]
+    implementation: ClassVar[str] = "mpa.backends.vllm_offline:VLLMBackend"
     gpu_memory_utilization: float = Field(
         0.9, gt=0.0, le=1.0, description="Share of GPU memory vLLM reserves (weights + KV cache)."
     )
@@ -119,6 +123,7 @@ class OpenAIModelConfig(_ModelBase):
     SGLang, TGI, `transformers serve`, hosted APIs); see mpa/backends/openai_api.py."""
 
     backend: Literal["openai"]
+    implementation: ClassVar[str] = "mpa.backends.openai_api:OpenAIBackend"
     in_process: ClassVar[bool] = False
     base_url: str = Field(description="The endpoint, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field(
@@ -170,10 +175,12 @@ class ScriptedModelConfig(_ModelBase):
     tests and dry runs of the stages."""
 
     backend: Literal["scripted"]
+    implementation: ClassVar[str] = "mpa.backends.scripted:ScriptedBackend"
     in_process: ClassVar[bool] = False  # nothing to apply an adapter to
 
 
-_BACKEND_CONFIGS: dict[str, type[_ModelBase]] = {
+# The backend registry: adding a backend is its module, its config class above, and one line here.
+BACKEND_CONFIGS: dict[str, type[_ModelBase]] = {
     "hf": HFModelConfig,
     "vllm": VLLMModelConfig,
     "openai": OpenAIModelConfig,
@@ -185,15 +192,13 @@ def _backend_of(value: Any) -> str:
     return value.get("backend", "hf") if isinstance(value, dict) else getattr(value, "backend", "hf")
 
 
+# The union of the registered configs, keyed on `backend` (built from the registry, so it needs no edit).
 ModelConfig = Annotated[
-    Annotated[HFModelConfig, Tag("hf")]
-    | Annotated[VLLMModelConfig, Tag("vllm")]
-    | Annotated[OpenAIModelConfig, Tag("openai")]
-    | Annotated[ScriptedModelConfig, Tag("scripted")],
+    Union[tuple(Annotated[c, Tag(name)] for name, c in BACKEND_CONFIGS.items())],  # type: ignore[valid-type]  # noqa: UP007
     Discriminator(
         _backend_of,
         custom_error_type="backend",
-        custom_error_message=f"unknown backend; choose one of {', '.join(_BACKEND_CONFIGS)}",
+        custom_error_message=f"unknown backend; choose one of {', '.join(BACKEND_CONFIGS)}",
     ),
 ]
 _MODEL_ADAPTER: TypeAdapter[Any] = TypeAdapter(ModelConfig)
@@ -381,7 +386,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     problems = []
     for e in err.errors():
         # (a model config's location includes its backend's tag, e.g. teacher.openai.base_url: not a key)
-        key = ".".join(str(p) for p in e["loc"] if p not in _BACKEND_CONFIGS) or "<root>"
+        key = ".".join(str(p) for p in e["loc"] if p not in BACKEND_CONFIGS) or "<root>"
         if e["type"] == "extra_forbidden":
             problems.append(f"unknown key '{key}' (remove it or check its spelling)")
         elif e["type"] == "missing":

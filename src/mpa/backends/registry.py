@@ -1,4 +1,5 @@
-"""The backend registry: `name → "module:Class"`, imported lazily so torch / openai / vllm load only when used.
+"""The backend registry: `name → "module:Class"` (from each backend's config class, `mpa.config.BACKEND_CONFIGS`),
+imported lazily so torch / openai / vllm load only when used.
 
 Its own module so that both `mpa.backends.load_backend` and the Ray engine's actors (`mpa.backends.ray_pool`,
 each holding one ordinary backend) can build a backend without the package and the pool importing each other.
@@ -9,14 +10,9 @@ from __future__ import annotations
 import importlib
 
 from mpa.backends.base import Backend
-from mpa.config import ModelConfig
+from mpa.config import BACKEND_CONFIGS, ModelConfig
 
-REGISTRY: dict[str, str] = {
-    "hf": "mpa.backends.hf:HFBackend",
-    "openai": "mpa.backends.openai_api:OpenAIBackend",
-    "vllm": "mpa.backends.vllm_offline:VLLMBackend",
-    "scripted": "mpa.backends.scripted:ScriptedBackend",
-}
+REGISTRY: dict[str, str] = {name: c.implementation for name, c in BACKEND_CONFIGS.items()}
 
 
 def create_backend(cfg: ModelConfig) -> Backend:
