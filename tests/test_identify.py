@@ -13,7 +13,7 @@ from PIL import Image
 from mpa.backends import GenRequest, GenResult
 from mpa.cli import build_parser
 from mpa.config import ConfigError, IdentifyConfig, build_config
-from mpa.records import CandidateRecord
+from mpa.records import AnswerRecord, CandidateRecord, QARecord
 from mpa.rundir import RunDir, atomic_write_json, iter_jsonl
 from mpa.stages import identify
 from mpa.stages.identify import decide
@@ -24,9 +24,9 @@ QA = {"qa_id": "a/0/0", "image_id": "a", "image_path": "a.png", "question": "q?"
 
 def _decide(pseudo: str, teacher: list[str], student: str, **ident: Any) -> tuple[bool, bool, bool, str]:
     cand = decide(
-        {**QA, "pseudo_answer": pseudo},
-        {"answers": teacher, "error": None},
-        {"answers": [student], "error": None},
+        QARecord(**QA, pseudo_answer=pseudo),
+        AnswerRecord(qa_id=QA["qa_id"], raw=teacher, answers=teacher),
+        AnswerRecord(qa_id=QA["qa_id"], raw=[student], answers=[student]),
         IdentifyConfig(**ident),
     )
     return cand.teacher_agrees, cand.student_correct, cand.selected, cand.reason
@@ -73,9 +73,9 @@ def test_self_consistency_filters_unstable_teacher_answers() -> None:
 
 def test_failed_generation_is_never_selected() -> None:
     cand = decide(
-        {**QA, "pseudo_answer": "red"},
-        {"answers": ["red"], "error": None},
-        {"answers": [], "error": "RuntimeError: boom"},
+        QARecord(**QA, pseudo_answer="red"),
+        AnswerRecord(qa_id=QA["qa_id"], raw=["red"], answers=["red"]),
+        AnswerRecord(qa_id=QA["qa_id"], raw=[], answers=[], error="RuntimeError: boom"),
         IdentifyConfig(strategy="all"),
     )
     assert (cand.selected, cand.reason) == (False, "failed")

@@ -88,3 +88,18 @@ def test_other_schema_version_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 99}))
     with pytest.raises(StageConflictError, match="another mpa version"):
         rd.check_version()
+
+
+def test_records_are_read_back_as_the_type_they_were_written_as(tmp_path: Path) -> None:
+    from mpa.errors import MPAError
+    from mpa.records import QARecord
+    from mpa.rundir import read_records
+
+    good = QARecord(qa_id="a/0/0", image_id="a", image_path="a.png", question="q?", pseudo_answer="red",
+                    answer_type="other")  # fmt: skip
+    path = tmp_path / "qa.jsonl"
+    path.write_text(good.model_dump_json() + "\n" + good.model_dump_json().replace('"other"', '"colour"') + "\n")
+    records = read_records(path, QARecord)
+    assert next(records) == good
+    with pytest.raises(MPAError, match=r"qa\.jsonl:2: not a QARecord \(answer_type: .*delete the stage folder"):
+        next(records)

@@ -23,7 +23,9 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from mpa import __version__
 from mpa.contract import CHAIN, PIPELINE
@@ -32,6 +34,7 @@ from mpa.errors import MPAError, StageConflictError
 
 __all__ = ["JsonlWriter", "RunDir", "StageConflictError", "atomic_write_json", "iter_jsonl"]
 
+R = TypeVar("R", bound=BaseModel)
 SCHEMA_VERSION = 1
 STAGES = CHAIN  # the stages whose outputs feed the next (mpa.contract); evaluate's units stand on their own
 
@@ -154,6 +157,24 @@ def done_keys(path: Path, key: str) -> set[str]:
     """Keys written to a JSONL file without an `error` (failed records are retried when the stage resumes)."""
     repair_jsonl(path)
     return {str(r[key]) for r in iter_jsonl(path) if not r.get("error")}
+
+
+def read_records(path: Path, record: type[R]) -> Iterator[R]:
+    """The records of a JSONL artifact, each validated into the type it was written as (`mpa.records`); a line
+    that no longer fits (edited by hand, or another mpa version) is one error naming the file and line."""
+    for line_no, row in enumerate(iter_jsonl(path), 1):
+        try:
+            yield record.model_validate(row)
+        except ValidationError as err:
+            problem = err.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"])
+            raise MPAError(f"{path}:{line_no}: not a {record.__name__} ({where}: {problem['msg']}); restore the file "
+                           "or delete the stage folder and rerun") from None  # fmt: skip
+
+
+def latest_records(path: Path, key: str, record: type[R]) -> dict[str, R]:
+    """`latest_by_key`, typed: the last record written for each key."""
+    return {str(getattr(r, key)): r for r in read_records(path, record)}
 
 
 def latest_by_key(path: Path, key: str) -> dict[str, dict[str, Any]]:

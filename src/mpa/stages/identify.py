@@ -25,16 +25,16 @@ from mpa.images import ImageSource, LoadedImage, load_image
 from mpa.metrics import match_answers
 from mpa.parsing import parse_short_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
-from mpa.records import AnswerRecord, CandidateRecord
+from mpa.records import AnswerRecord, CandidateRecord, QARecord
 from mpa.rundir import (
     JsonlWriter,
     RunDir,
     atomic_write_text,
     done_keys,
     fingerprint,
-    iter_jsonl,
-    latest_by_key,
+    latest_records,
     read_json,
+    read_records,
 )
 from mpa.stages.common import checked, chunk_size, model_identity, prefetched, progress
 from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
@@ -60,16 +60,17 @@ def stage_settings(cfg: MPAConfig, upstream_fp: str) -> dict[str, Any]:
     }
 
 
-_PROBE = {"qa_id": "", "question": "", "image_id": ""}  # a request whose decoding the manifest records
+# a request whose decoding the manifest records
+_PROBE = QARecord(qa_id="", image_id="", image_path="", question="", pseudo_answer="", answer_type="other")
 
 
-def _requests(cfg: MPAConfig, qas: list[dict[str, Any]], images: dict[str, Any], sampled: bool) -> list[GenRequest]:
+def _requests(cfg: MPAConfig, qas: list[QARecord], images: dict[str, Any], sampled: bool) -> list[GenRequest]:
     ident = cfg.identify
     return [
         GenRequest(
-            key=qa["qa_id"],
-            prompt=render_answer_prompt(qa["question"]),
-            image=images[qa["image_id"]],
+            key=qa.qa_id,
+            prompt=render_answer_prompt(qa.question),
+            image=images[qa.image_id],
             n=ident.self_consistency if sampled else 1,
             temperature=ident.self_consistency_temperature if sampled else 0.0,
             repetition_penalty=ident.repetition_penalty,
@@ -81,13 +82,13 @@ def _requests(cfg: MPAConfig, qas: list[dict[str, Any]], images: dict[str, Any],
 
 
 def answer_all(
-    cfg: MPAConfig, model: ModelConfig, qas: list[dict[str, Any]], out: Path, *, role: str, backend: Backend | None
+    cfg: MPAConfig, model: ModelConfig, qas: list[QARecord], out: Path, *, role: str, backend: Backend | None
 ) -> None:
     """Answer every pseudo-question not yet answered in `out` (greedy; plus k samples for a self-consistent
     teacher). Failed answers are recorded with their error and retried when the stage resumes (or by
     `--retry-failed`)."""
     done = done_keys(out, "qa_id")
-    pending = [qa for qa in qas if qa["qa_id"] not in done]
+    pending = [qa for qa in qas if qa.qa_id not in done]
     if not pending:
         return
     own = backend is None
@@ -99,9 +100,9 @@ def answer_all(
             step = chunk_size(CHUNK_QUESTIONS, cfg.engine, model)
             chunks = (pending[start : start + step] for start in range(0, len(pending), step))
             for chunk, images in prefetched(chunks, _load_images):
-                missing = [qa for qa in chunk if images[qa["image_id"]].image is None]
-                ok = [qa for qa in chunk if images[qa["image_id"]].image is not None]
-                records = [AnswerRecord(qa_id=qa["qa_id"], raw=[], answers=[], error=images[qa["image_id"]].error)
+                missing = [qa for qa in chunk if images[qa.image_id].image is None]
+                ok = [qa for qa in chunk if images[qa.image_id].image is not None]
+                records = [AnswerRecord(qa_id=qa.qa_id, raw=[], answers=[], error=images[qa.image_id].error)
                            for qa in missing]  # fmt: skip
                 if ok:
                     backend = backend or load_backend(model, cfg.engine)
@@ -117,7 +118,7 @@ def answer_all(
 def _answer(
     cfg: MPAConfig,
     backend: Backend,
-    qas: list[dict[str, Any]],
+    qas: list[QARecord],
     images: dict[str, LoadedImage],
     sampled: bool,
     usage_path: Path,
@@ -136,35 +137,33 @@ def _answer(
     for i, qa in enumerate(qas):
         raw = list(greedy[i].texts) + (list(samples[i].texts) if samples else [])
         error = greedy[i].error or (samples[i].error if samples else None)
-        records.append(AnswerRecord(qa_id=qa["qa_id"], raw=raw, answers=[parse_short_answer(t) for t in raw],
+        records.append(AnswerRecord(qa_id=qa.qa_id, raw=raw, answers=[parse_short_answer(t) for t in raw],
                                     error=error))  # fmt: skip
     return records
 
 
-def _load_images(qas: list[dict[str, Any]]) -> dict[str, LoadedImage]:
+def _load_images(qas: list[QARecord]) -> dict[str, LoadedImage]:
     """Each image once per chunk; one that cannot be read any more gets an error, never a text-only answer."""
     images: dict[str, LoadedImage] = {}
     for qa in qas:
-        if qa["image_id"] not in images:
-            images[qa["image_id"]] = load_image(ImageSource(qa["image_path"], Path(qa["image_path"])))
+        if qa.image_id not in images:
+            images[qa.image_id] = load_image(ImageSource(qa.image_path, Path(qa.image_path)))
     return images
 
 
-def decide(
-    qa: dict[str, Any], teacher: dict[str, Any], student: dict[str, Any], ident: IdentifyConfig
-) -> CandidateRecord:
+def decide(qa: QARecord, teacher: AnswerRecord, student: AnswerRecord, ident: IdentifyConfig) -> CandidateRecord:
     """Apply the matcher and the strategy's per-candidate test to one pseudo-QA (its whole-set step, if any, runs
     once every candidate is decided)."""
 
     def match(answer: str) -> bool:
         return match_answers(
-            answer, qa["pseudo_answer"], ident.matcher,
+            answer, qa.pseudo_answer, ident.matcher,
             anls_threshold=ident.anls_threshold, relaxed_tolerance=ident.relaxed_tolerance,
         )  # fmt: skip
 
-    failed = bool(teacher.get("error") or student.get("error"))
-    t_answers = teacher["answers"] or [""]
-    s_answer = (student["answers"] or [""])[0]
+    failed = bool(teacher.error or student.error)
+    t_answers = teacher.answers or [""]
+    s_answer = (student.answers or [""])[0]
     teacher_match = match(t_answers[0])
     samples = t_answers[1:]
     share = sum(match(a) for a in samples) / len(samples) if samples else float(teacher_match)
@@ -175,12 +174,12 @@ def decide(
     else:
         selected, reason = load_strategy(ident.strategy).decide(teacher_match, consistent, student_correct)
     return CandidateRecord(
-        qa_id=qa["qa_id"],
-        image_id=qa["image_id"],
-        image_path=qa["image_path"],
-        question=qa["question"],
-        pseudo_answer=qa["pseudo_answer"],
-        answer_type=qa["answer_type"],
+        qa_id=qa.qa_id,
+        image_id=qa.image_id,
+        image_path=qa.image_path,
+        question=qa.question,
+        pseudo_answer=qa.pseudo_answer,
+        answer_type=qa.answer_type,
         teacher_answer=t_answers[0],
         student_answer=s_answer,
         teacher_agrees=consistent,
@@ -205,12 +204,12 @@ def run(
     sdir = rd.stage_dir(STAGE)
     for name, data in reusable.items():  # only the decision rule changed: the models' answers still hold
         (sdir / name).write_bytes(data)
-    qas = list(iter_jsonl(rd.stage_dir("annotate") / "qa.jsonl"))
+    qas = list(read_records(rd.stage_dir("annotate") / "qa.jsonl", QARecord))
     answer_all(cfg, cfg.teacher, qas, sdir / "teacher_answers.jsonl", role="teacher", backend=teacher)
     answer_all(cfg, cfg.student, qas, sdir / "student_answers.jsonl", role="student", backend=student)
-    t_ans = latest_by_key(sdir / "teacher_answers.jsonl", "qa_id")
-    s_ans = latest_by_key(sdir / "student_answers.jsonl", "qa_id")
-    cands = [decide(qa, t_ans[qa["qa_id"]], s_ans[qa["qa_id"]], cfg.identify) for qa in qas]
+    t_ans = latest_records(sdir / "teacher_answers.jsonl", "qa_id", AnswerRecord)
+    s_ans = latest_records(sdir / "student_answers.jsonl", "qa_id", AnswerRecord)
+    cands = [decide(qa, t_ans[qa.qa_id], s_ans[qa.qa_id], cfg.identify) for qa in qas]
     cands = load_strategy(cfg.identify.strategy).finalize(cands, cfg.seed)
     atomic_write_text(sdir / "candidates.jsonl", "".join(c.model_dump_json() + "\n" for c in cands))
     selected = [c for c in cands if c.selected]
