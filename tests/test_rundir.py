@@ -103,3 +103,15 @@ def test_records_are_read_back_as_the_type_they_were_written_as(tmp_path: Path) 
     assert next(records) == good
     with pytest.raises(MPAError, match=r"qa\.jsonl:2: not a QARecord \(answer_type: .*delete the stage folder"):
         next(records)
+
+
+def test_one_resume_rule() -> None:
+    from mpa.rundir import resume_decision
+
+    settings = {"a": 1, "b": {"c": 2}}
+    begun = {"fingerprint": "f1", "settings": settings}
+    assert resume_decision(None, False, "f1", settings).action == "run"
+    assert resume_decision(begun, True, "f1", settings).action == "skip"
+    assert resume_decision(begun, False, "f1", settings).action == "resume"
+    refused = resume_decision(begun, True, "f2", {"a": 1, "b": {"c": 3}})
+    assert refused.action == "refuse" and refused.changed == ("b.c",) and "b.c" in refused.detail

@@ -19,7 +19,7 @@ from mpa.contract import PIPELINE
 from mpa.contract import STAGES as CONTRACT
 from mpa.errors import StageConflictError
 from mpa.report import current_environment, write_summary
-from mpa.rundir import STAGES, RunDir, atomic_write_json, atomic_write_text, changed_keys, fingerprint, read_json
+from mpa.rundir import STAGES, RunDir, atomic_write_json, atomic_write_text, fingerprint, read_json
 from mpa.stages import annotate, evaluate, identify, level
 
 log = logging.getLogger(__name__)
@@ -53,19 +53,8 @@ def plan(cfg: MPAConfig, rd: RunDir) -> list[dict[str, Any]]:
         for b in cfg.evaluate.benchmarks
     }
     for stage, (fp, settings) in [*fps.items(), *((u, (fingerprint(s), s)) for u, s in units.items())]:
-        sdir = rd.stage_dir(stage)
-        previous = rd.manifest(stage)
-        state = "complete"
-        if previous is None and (sdir / "started.json").exists():
-            previous, state = read_json(sdir / "started.json"), "started"
-        if previous is None:
-            action, detail = "run", ""
-        elif previous.get("fingerprint") == fp:
-            action, detail = ("skip", "complete, same settings") if state == "complete" else ("resume", "interrupted")
-        else:
-            keys = changed_keys(previous.get("settings", {}), settings)
-            action, detail = "refuse", "changed: " + (", ".join(keys) or "upstream results") + " (use --force)"
-        out.append({"stage": stage, "action": action, "detail": detail, "fingerprint": fp})
+        decision = rd.decide(stage, fp, settings)  # the run directory's one resume / refuse rule
+        out.append({"stage": stage, "action": decision.action, "detail": decision.detail, "fingerprint": fp})
     return out
 
 

@@ -22,8 +22,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -206,6 +207,31 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a stage (or unit) folder, given the settings it would run with now."""
+
+    action: Literal["run", "resume", "skip", "refuse"]
+    changed: tuple[str, ...] = ()  # refuse: the dotted settings keys that differ
+
+    @property
+    def detail(self) -> str:
+        if self.action == "refuse":
+            return "changed: " + (", ".join(self.changed) or "upstream results") + " (use --force)"
+        return {"run": "", "resume": "interrupted", "skip": "complete, same settings"}[self.action]
+
+
+def resume_decision(previous: dict[str, Any] | None, finished: bool, fp: str, settings: dict[str, Any]) -> Decision:
+    """The one resume / refuse rule. `previous` is the folder's manifest (`finished`) or its started.json — the
+    fingerprint and settings it was begun with — or None for a fresh folder. Same fingerprint: skip a finished
+    folder, resume an unfinished one; another fingerprint: refuse, naming the changed keys (--force redoes it)."""
+    if previous is None:
+        return Decision("run")
+    if previous.get("fingerprint") == fp:
+        return Decision("skip" if finished else "resume")
+    return Decision("refuse", tuple(changed_keys(previous.get("settings", {}), settings)))
+
+
 class RunDir:
     """Paths and bookkeeping of one run directory."""
 
@@ -221,6 +247,19 @@ class RunDir:
     def manifest(self, stage: str) -> dict[str, Any] | None:
         path = self.manifest_path(stage)
         return read_json(path) if path.exists() else None
+
+    def previous(self, stage: str) -> tuple[dict[str, Any] | None, bool]:
+        """What a stage folder was made with: (its manifest, True) when finished, (its started.json, False) when
+        begun, (None, False) when fresh."""
+        manifest = self.manifest(stage)
+        if manifest is not None:
+            return manifest, True
+        started = self.stage_dir(stage) / "started.json"
+        return (read_json(started), False) if started.exists() else (None, False)
+
+    def decide(self, stage: str, fp: str, settings: dict[str, Any]) -> Decision:
+        """`resume_decision` for one stage or unit folder of this run directory."""
+        return resume_decision(*self.previous(stage), fp, settings)
 
     def is_complete(self, stage: str, fp: str) -> bool:
         manifest = self.manifest(stage)
@@ -247,19 +286,17 @@ class RunDir:
         settings is skipped even with `force` (delete its folder to recompute it).
         """
         sdir = self.stage_dir(stage)
-        previous = self.manifest(stage)
         started_path = sdir / "started.json"
-        if previous is None and started_path.exists():
-            previous = read_json(started_path)
-        if previous is not None and previous.get("fingerprint") != fp:
+        decision = self.decide(stage, fp, settings)
+        if decision.action == "refuse":
             if not force:
-                keys = changed_keys(previous.get("settings", {}), settings) or ["(model or upstream files)"]
+                keys = decision.changed or ("(model or upstream files)",)
                 raise StageConflictError(
                     f"stage '{stage}' in {sdir} was run with other settings; changed: {', '.join(keys)}. "
                     "Use --force to redo it (and the stages after it), or choose another --run-dir."
                 )
             self.clear_from(stage)
-        elif self.is_complete(stage, fp):
+        elif decision.action == "skip":
             return False
         sdir.mkdir(parents=True, exist_ok=True)
         if not started_path.exists():

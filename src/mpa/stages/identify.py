@@ -33,8 +33,8 @@ from mpa.rundir import (
     done_keys,
     fingerprint,
     latest_records,
-    read_json,
     read_records,
+    resume_decision,
 )
 from mpa.stages.common import checked, chunk_size, model_identity, prefetched, progress
 from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
@@ -233,8 +233,13 @@ def _reusable_answers(rd: RunDir, settings: dict[str, Any]) -> dict[str, bytes]:
     """The answer files of a previous identify run that differs only in DECISION_KEYS (e.g. another matcher), so
     a forced redo re-decides without asking either model again."""
     sdir = rd.stage_dir(STAGE)
-    previous = rd.manifest(STAGE) or (read_json(sdir / "started.json") if (sdir / "started.json").exists() else None)
-    if previous is None or _answer_settings(previous.get("settings", {})) != _answer_settings(settings):
+    previous, finished = rd.previous(STAGE)
+    if previous is None:
+        return {}
+    # the run directory's rule, applied to the settings the answers depend on: would they be resumed as they are?
+    answers = resume_decision({**previous, "fingerprint": fingerprint(_answer_settings(previous.get("settings", {})))},
+                     finished, fingerprint(_answer_settings(settings)), _answer_settings(settings))  # fmt: skip
+    if answers.action == "refuse":
         return {}
     kept = {name: (sdir / name).read_bytes() for name in ANSWER_FILES if (sdir / name).exists()}
     if kept:
