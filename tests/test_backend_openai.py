@@ -56,25 +56,42 @@ def server() -> Iterator[FaultServer]:
         yield s
 
 
-def test_transient_faults_are_retried_until_success(server: FaultServer) -> None:
+@pytest.fixture
+def backoffs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits the backend asks for between retries (it still waits them): what a test checks instead of the
+    wall clock, which a busy machine stretches."""
+    import sys
+
+    asked: list[float] = []
+    real = time.sleep
+
+    def sleep(seconds: float) -> None:
+        if sys._getframe(1).f_globals.get("__name__") == "mpa.backends.openai_api":
+            asked.append(seconds)
+        real(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    return asked
+
+
+def test_transient_faults_are_retried_until_success(server: FaultServer, backoffs: list[float]) -> None:
     server.faults = {"a": ["500", "drop", "slow"], "b": ["429:0", "500"], "c": []}
     backend = _backend(server, timeout_s=0.4, max_retries=4)
     server.slow_s = 1.2
-    t0 = time.monotonic()
     results = backend.generate([_req("a"), _req("b"), _req("c")])
     assert [r.error for r in results] == [None, None, None]
     assert [r.texts[0].split("|")[0] for r in results] == ["a", "b", "c"]  # in order, matched by key
     assert [len(server.attempts(p)) for p in "abc"] == [4, 3, 1]
     assert backend.usage.retries == 5 and backend.usage.calls == 8
-    assert time.monotonic() - t0 < 3  # three backoffs and one 0.4 s timeout for "a"
+    assert len(backoffs) == 5 and sum(backoffs) < 3  # short exponential backoffs, one per retry
 
 
-def test_retry_after_is_honoured(server: FaultServer) -> None:
+def test_retry_after_is_honoured(server: FaultServer, backoffs: list[float]) -> None:
     server.faults = {"x": ["429:1"]}
     (res,) = _backend(server).generate([_req("x")])
     first, second = server.attempts("x")
     assert res.error is None
-    assert 1.0 <= second.at - first.at < 2.0  # >= Retry-After, plus at most 25 % jitter (and some slack)
+    assert second.at - first.at >= 1.0 and 1.0 <= backoffs[0] <= 1.25  # Retry-After, plus at most 25 % jitter
 
 
 def test_a_failing_request_is_recorded_and_the_batch_goes_on(server: FaultServer) -> None:
@@ -88,12 +105,11 @@ def test_a_failing_request_is_recorded_and_the_batch_goes_on(server: FaultServer
     assert backend.usage.failed == 2 and backend.usage.requests == 4
 
 
-def test_retry_after_beyond_the_limit_is_not_waited_for(server: FaultServer) -> None:
+def test_retry_after_beyond_the_limit_is_not_waited_for(server: FaultServer, backoffs: list[float]) -> None:
     server.faults = {"x": ["429:3600"]}
-    t0 = time.monotonic()
     (res,) = _backend(server).generate([_req("x")])
     assert "HTTP 429" in (res.error or "") and "3600" in (res.error or "")
-    assert time.monotonic() - t0 < 1.0 and len(server.attempts("x")) == 1
+    assert backoffs == [] and len(server.attempts("x")) == 1
 
 
 def test_n_falls_back_to_seeded_single_requests(server: FaultServer) -> None:
@@ -129,15 +145,11 @@ def test_n_rejected_by_the_server_falls_back(server: FaultServer) -> None:
 
 @pytest.mark.parametrize("concurrency", [1, 6])
 def test_requests_run_concurrently_up_to_the_limit(server: FaultServer, concurrency: int) -> None:
-    server.delay_s = 0.1
+    server.delay_s = 0.1  # long enough for requests to overlap when the backend lets them
     backend = _backend(server, concurrency=concurrency)
-    t0 = time.monotonic()
     results = backend.generate([_req(f"q{i}") for i in range(12)])
-    elapsed = time.monotonic() - t0
     assert all(r.error is None for r in results)
-    assert server.max_in_flight == concurrency
-    if concurrency > 1:
-        assert elapsed < 12 * 0.1 / 2
+    assert server.max_in_flight == concurrency  # counted by the server: no wall-clock bound
 
 
 def test_usage_is_filled_in_and_summed(server: FaultServer) -> None:
