@@ -29,6 +29,7 @@ class Stage:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     counts: tuple[str, ...]
+    headline: str  # the log line of a finished stage, formatted with its manifest's counts
     resumable_units: bool = False  # its work is split into units with manifests of their own (evaluate/<model>/<b>)
 
     def load(self) -> Callable[..., dict[str, Any]]:
@@ -57,6 +58,7 @@ STAGES: dict[str, Stage] = {
                 "pairs_rejected",
                 "qa_pairs",
             ),
+            headline="{images_ok} images, {qa_pairs} QA pairs",
         ),
         Stage(
             name="identify",
@@ -84,6 +86,7 @@ STAGES: dict[str, Stage] = {
                 "rejected_at_annotate",
                 "selected_by_answer_type",
             ),
+            headline="{parseable} QAs → {teacher_consistent} teacher-consistent → {selected} selected",
         ),
         Stage(
             name="level",
@@ -93,6 +96,7 @@ STAGES: dict[str, Stage] = {
             reads=("identify/candidates.jsonl",),
             writes=("level/data_summary.json", "level/adapter or level/model", "level/trainer"),
             counts=("gap", "train", "retention", "val"),
+            headline="trained on {train} samples ({gap} gap, {retention} retention), {val} held out",
         ),
         Stage(
             name="evaluate",
@@ -102,6 +106,7 @@ STAGES: dict[str, Stage] = {
             reads=("level/manifest.json",),
             writes=("evaluate/<model>/<benchmark>/", "evaluate/summary.json"),
             counts=("units", "units_run"),
+            headline="{units_run} of {units} model/benchmark evaluations run",
             resumable_units=True,
         ),
     )

@@ -156,14 +156,4 @@ def run_pipeline(
 
 
 def _headline(stage: str, manifest: dict[str, Any]) -> str:
-    counts = manifest.get("counts", {})
-    if stage == "annotate":
-        return f"{counts.get('images_ok')} images, {counts.get('qa_pairs')} QA pairs"
-    if stage == "identify":
-        return (
-            f"{counts.get('parseable')} QAs → {counts.get('teacher_consistent')} teacher-consistent → "
-            f"{counts.get('selected')} selected"
-        )
-    if stage == "evaluate":
-        return f"{counts.get('units_run', 0)} of {counts.get('units', 0)} model/benchmark evaluations run"
-    return f"trained on {counts.get('train')} samples → {manifest.get('output')}"
+    return CONTRACT[stage].headline.format_map(manifest.get("counts", {}))
