@@ -28,7 +28,7 @@ test-slow: $(STAMP)  ## heavy checks kept out of CI
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
-	.venv/bin/ruff check src tests scripts benchmarks && .venv/bin/ruff format --check src tests scripts benchmarks
+	.venv/bin/ruff check src tests scripts speed && .venv/bin/ruff format --check src tests scripts speed
 
 clean:
 	rm -rf .venv runs

@@ -22,12 +22,11 @@ PSEUDO_REPLY = f"Question: {QUESTION} Answer: red"
 
 def parrot_rows(images: list[Image.Image]) -> list[dict[str, object]]:
     """Every prompt a pipeline run sends the teacher (annotate, identify, evaluate), each with its fixed reply."""
-    from mpa.benchmarks import BENCHMARKS
-    from mpa.benchmarks.prompts import render_eval_prompt
+    from mpa.evaluation import get_benchmark, render_eval_prompt
     from mpa.prompts import render_answer_prompt
 
     prompts = {ANNOTATE_PROMPT: PSEUDO_REPLY, render_answer_prompt(QUESTION): "red"}
-    prompts[render_eval_prompt(BENCHMARKS["jsonl"].prompt_id, QUESTION)] = "red"
+    prompts[render_eval_prompt(get_benchmark("jsonl").prompt_id, QUESTION)] = "red"
     return [{"images": [image], "prompt": p, "completion": c} for image in images for p, c in prompts.items()]
 
 

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from mpa.backends import Backend, GenRequest, load_backend
-from mpa.benchmarks import load_benchmark
 from mpa.config import ConfigError, ModelConfig, build_config, model_config
+from mpa.evaluation.benchmarks import load_benchmark
 from mpa.pipeline import run_pipeline
 from mpa.prompts import render_answer_prompt
 from mpa.rundir import iter_jsonl

@@ -1,4 +1,4 @@
-"""Tests for `mpa.benchmarks` (loaders, HF exports, prompts) and `mpa.metrics.ocr`.
+"""Tests for `mpa.evaluation.benchmarks` (loaders, HF exports, prompts) and `mpa.metrics.ocr`.
 
 Fixtures are tiny files written in each release's own format (field names and nesting as in the official JSON,
 see the loader docstrings for sources) with 4x4 Pillow images; easy-VQA uses the installed package.
@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mpa.benchmarks import BENCHMARKS, BenchmarkError, EvalSample, load_benchmark
-from mpa.benchmarks.prompts import EVAL_PROMPTS, OCR_QUESTION, render_eval_prompt
-from mpa.benchmarks.simple import easyvqa_question_type
-from mpa.benchmarks.vqa_formats import stvqa_is_heldout
+from mpa.evaluation.benchmarks import BENCHMARKS, BenchmarkError, EvalSample, get_benchmark, load_benchmark
+from mpa.evaluation.benchmarks.simple import easyvqa_question_type
+from mpa.evaluation.benchmarks.vqa_formats import stvqa_is_heldout
+from mpa.evaluation.metrics import METRICS
+from mpa.evaluation.prompts import EVAL_PROMPTS, OCR_QUESTION, render_eval_prompt
 from mpa.metrics import character_error_rate, word_accuracy
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -542,16 +543,30 @@ def test_malformed_release_json(tmp_path: Path) -> None:
 
 def test_registry_specs() -> None:
     assert list(BENCHMARKS) == ["textvqa", "stvqa", "chartqa", "okvqa", "easyvqa", "jsonl", "ocr"]
-    for name, spec in BENCHMARKS.items():
-        assert spec.name == name
-        assert spec.metric in {"vqa_accuracy", "anls", "relaxed_accuracy", "ocr"}
+    for name in BENCHMARKS:
+        spec = get_benchmark(name)
+        assert spec.metric in METRICS and spec.metric != "compat"
         assert spec.prompt_id in EVAL_PROMPTS and spec.description
-    assert (BENCHMARKS["stvqa"].metric, BENCHMARKS["chartqa"].metric) == ("anls", "relaxed_accuracy")
+    assert (get_benchmark("stvqa").metric, get_benchmark("chartqa").metric) == ("anls", "relaxed_accuracy")
+    with pytest.raises(BenchmarkError, match="unknown benchmark 'mmmu'"):
+        get_benchmark("mmmu")
+
+
+def test_one_short_answer_prompt() -> None:
+    """The student is tested on the prompt it is trained with: same id and text as identify / level use."""
+    from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
+
+    for name in ("stvqa", "easyvqa", "jsonl"):
+        assert get_benchmark(name).prompt_id == ANSWER_PROMPT_ID == "answer.short@1"
+    assert render_eval_prompt(ANSWER_PROMPT_ID, "What colour?") == render_answer_prompt("What colour?")
+    # the id evaluations recorded before the two were one still names the same prompt
+    assert render_eval_prompt("eval.short_answer@1", "What colour?") == render_answer_prompt("What colour?")
+    assert "eval.short_answer@1" not in EVAL_PROMPTS
 
 
 def test_eval_prompt_snapshots() -> None:
     # Changing any of these texts must come with a new prompt id version.
-    assert render_eval_prompt("eval.short_answer@1", "what is it?") == (
+    assert render_eval_prompt("answer.short@1", "what is it?") == (
         "what is it?\nAnswer the question using a single word or phrase."
     )
     assert render_eval_prompt("eval.textvqa@1", "what does the NASA sign say?") == (

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mpa.backends.scripted import PALETTE
 from mpa.cli import main
-from mpa.config import build_config
+from mpa.config import ConfigError, build_config
+from mpa.evaluation import BENCHMARKS, BenchmarkSpec, EvalSample, evaluate_model, load_benchmark
+from mpa.evaluation.benchmarks.simple import JSONL
+from mpa.evaluation.prompts import OKVQA
 from mpa.metrics import normalize_vqa_answer
-from mpa.pipeline import run_pipeline
-from mpa.rundir import iter_jsonl
+from mpa.pipeline import plan, run_pipeline
+from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
+from mpa.rundir import RunDir, iter_jsonl
 from tests.test_pipeline import make_tree
+from tests.test_stages_scripted import scripted_tree
 
 
 def test_evaluate_cli_on_easyvqa(tiny_teacher_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,11 +144,94 @@ def test_unknown_benchmark_in_config_is_refused(tree_with_bench: dict[str, Any])
 def test_final_period_is_kept_only_where_the_metric_compares_characters(
     metric: str, raw: str, answers: list[str], expected_answer: str, expected_score: float
 ) -> None:
-    from mpa.evaluation import _prediction_text, aggregate, score
+    from mpa.evaluation.metrics import aggregate, prediction_text, score
 
-    answer = _prediction_text(metric, raw)
+    answer = prediction_text(metric, raw)
     assert answer == expected_answer
     assert score(metric, answer, answers) == pytest.approx(expected_score)
     # Rescoring stored predictions re-derives the answer from the raw text (old files stored a stripped one).
     record = {"raw": raw, "answer": raw.rstrip("."), "answers": answers, "split": "val", "question_type": None}
     assert aggregate([record], metric)["overall"] == pytest.approx(expected_score)
+
+
+# --------------------------------------------------------------------- a benchmark added as a new module adds one
+
+
+def load_colour_cards(
+    data_dir: Path | None, split: str | None, limit: int | None, cache_dir: Path | None
+) -> list[EvalSample]:
+    """Solid-colour cards DATA_DIR/<n>_<colour>.png, each asked its colour (a loader as a new module defines it)."""
+    paths = sorted(Path(data_dir or ".").glob("*.png"))
+    question = "What colour is the card?"
+    return [EvalSample(p.stem, str(p), question, (p.stem.split("_")[1],), "test", "colour") for p in paths][:limit]
+
+
+COLOUR_CARDS = BenchmarkSpec(
+    load_colour_cards, metric="vqa_accuracy", prompt_id=ANSWER_PROMPT_ID, description="DATA_DIR/<n>_<colour>.png"
+)
+COLOURS = ("red", "green", "blue", "yellow", "orange", "purple")  # the scripted student knows only red and green
+
+
+def _cards(folder: Path) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for i, colour in enumerate(COLOURS):
+        Image.new("RGB", (20, 16), PALETTE[colour]).save(folder / f"{i:02d}_{colour}.png")
+    return folder
+
+
+def test_a_new_benchmark_is_one_spec_and_one_registry_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Registering the spec is all it takes: the CLI lists it, the config accepts it, the stage and
+    `evaluate_model` score the (scripted) models on it with its metric and prompt."""
+    monkeypatch.setitem(BENCHMARKS, "colour_cards", f"{__name__}:COLOUR_CARDS")
+    cards = _cards(tmp_path / "cards")
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "colour_cards" in capsys.readouterr().out
+    tree = scripted_tree(tmp_path, cards, evaluate={"benchmarks": [{"name": "colour_cards", "data_dir": str(cards)}]})
+    cfg = build_config(tree)
+    run_pipeline(cfg, ["evaluate"])
+    row = json.loads((Path(tree["run_dir"]) / "evaluate" / "summary.json").read_text())["colour_cards"]
+    assert (row["metric"], row["n"], row["teacher"]) == ("vqa_accuracy", 6, 1.0)
+    assert row["student_before"] == pytest.approx(2 / 6)
+    metrics = evaluate_model(cfg.student, "colour_cards", load_benchmark("colour_cards", cards), tmp_path / "ev")
+    assert metrics["overall"] == pytest.approx(2 / 6) and metrics["prompt_id"] == "answer.short@1"
+    assert metrics["per_question_type"] == {"colour": {"score": pytest.approx(2 / 6), "n": 6}}
+    preds = list(iter_jsonl(tmp_path / "ev" / "predictions.jsonl"))
+    assert [p["answer"] for p in preds] == ["red", "green", "brown", "brown", "brown", "brown"]
+    assert {p["prompt"] for p in preds} == {render_answer_prompt("What colour is the card?")}
+
+
+# Evaluations made before the evaluation short-answer prompt and the identify / level one shared an id recorded
+# `eval.short_answer@1`; a spec naming it reproduces exactly what they wrote.
+LEGACY_JSONL = dataclasses.replace(JSONL, prompt_id="eval.short_answer@1")
+OKVQA_JSONL = dataclasses.replace(JSONL, prompt_id=OKVQA)  # a prompt with another text
+
+
+def test_evaluations_recorded_under_the_old_short_answer_id_still_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = scripted_tree(tmp_path, _cards(tmp_path / "cards"))  # benchmark jsonl: the cards
+    cfg, run, ev = build_config(tree), Path(tree["run_dir"]), tmp_path / "ev"
+    samples = load_benchmark("jsonl", tmp_path / "bench.jsonl")
+    with monkeypatch.context() as m:
+        m.setitem(BENCHMARKS, "jsonl", f"{__name__}:LEGACY_JSONL")
+        run_pipeline(cfg, ["evaluate"])
+        evaluate_model(cfg.student, "jsonl", samples, ev)
+    assert json.loads((run / "evaluate/teacher/jsonl/manifest.json").read_text())["settings"]["prompt_id"] == (
+        "eval.short_answer@1"
+    )
+    kept = [*run.glob("evaluate/*/*/*.json*"), run / "evaluate/manifest.json", ev / "predictions.jsonl"]
+    before = {p: p.read_bytes() for p in kept}
+    assert {r["action"] for r in plan(cfg, RunDir(run)) if r["stage"].startswith("evaluate/")} == {"skip"}
+    run_pipeline(cfg, ["evaluate"])  # not refused, nothing asked again
+    metrics = evaluate_model(cfg.student, "jsonl", samples, ev)
+    assert {p: p.read_bytes() for p in kept} == before
+    assert metrics["prompt_id"] == "answer.short@1" and metrics["overall"] == pytest.approx(2 / 6)
+    with monkeypatch.context() as m:  # the alias covers only the same text: another prompt is still refused
+        m.setitem(BENCHMARKS, "jsonl", f"{__name__}:OKVQA_JSONL")
+        with pytest.raises(ConfigError, match="changed: prompt_id"):
+            evaluate_model(cfg.student, "jsonl", samples, ev)

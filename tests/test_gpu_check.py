@@ -1,7 +1,7 @@
-"""`benchmarks/gpu_check.py --tiny`: the GPU check's whole code path on CPU (tiny Qwen2-VL-shaped models, 8 charts).
+"""`speed/gpu_check.py --tiny`: the GPU check's whole code path on CPU (tiny Qwen2-VL-shaped models, 8 charts).
 
 Slow (about a minute on 2 cores): `pytest -m slow tests/test_gpu_check.py`. The real thing runs on a GPU machine
-(`bash benchmarks/gpu.sh`); this keeps it working between those runs.
+(`bash speed/gpu.sh`); this keeps it working between those runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def test_gpu_check_tiny_runs_every_part(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--tiny", "--out", str(tmp_path / "out"),
+        [sys.executable, str(ROOT / "speed/gpu_check.py"), "--tiny", "--out", str(tmp_path / "out"),
          "--work", str(tmp_path / "work")],
         capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Snapshot and behaviour tests for mpa.prompts and mpa.benchmarks.prompts.
+"""Snapshot and behaviour tests for mpa.prompts and mpa.evaluation.prompts.
 
 Every shipped prompt's text is kept in tests/snapshots/prompts/<prompt id>.txt, e.g. `annotate.chartqa@1.txt`. A
 prompt whose text changes must get a new version (its id goes into stage fingerprints), so an existing snapshot is
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mpa.benchmarks.prompts import EVAL_PROMPTS, render_eval_prompt
+from mpa.evaluation.prompts import EVAL_PROMPTS, render_eval_prompt
 from mpa.prompts import (
     ANNOTATE_PRESETS,
     ANSWER_PROMPT_ID,
@@ -78,7 +78,7 @@ def test_every_snapshot_belongs_to_a_shipped_prompt() -> None:
 
 
 def test_prompt_ids_are_unique_across_families() -> None:
-    ids = [p.id for p in ANNOTATE_PRESETS.values()] + [ANSWER_PROMPT_ID, *EVAL_PROMPTS]
+    ids = [p.id for p in ANNOTATE_PRESETS.values()] + [*EVAL_PROMPTS]  # EVAL_PROMPTS holds answer.short@1
     assert len(ids) == len(set(ids)) == len(prompt_texts())
 
 

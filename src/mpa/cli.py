@@ -138,13 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
     """`mpa evaluate` runs the evaluate stage of a run (CONFIG / --run-dir); with --model it scores that one model
     on --benchmark instead, through the same `evaluate_model` the stage uses, outside any run directory."""
+    from mpa.evaluation import BENCHMARKS, METRICS  # the registries name the choices
+
     p.add_argument("--model", help="score this one model (hub id or local folder) instead of a run's models")
     p.add_argument("--adapter", help="PEFT adapter folder applied on top of --model")
-    p.add_argument("--benchmark", help="with --model: textvqa, stvqa, chartqa, okvqa, easyvqa, jsonl or ocr")
+    p.add_argument("--benchmark", help=f"with --model: one of {', '.join(BENCHMARKS)}")
     p.add_argument("--data-dir", help="the benchmark's release folder (not needed for easyvqa)")
     p.add_argument("--split", help="a split of the benchmark (e.g. test_human for chartqa)")
     p.add_argument("--limit", type=int, help="first N questions only")
-    p.add_argument("--metric", help="override the official metric (vqa_accuracy, anls, relaxed_accuracy, compat, ocr)")
+    p.add_argument("--metric", help=f"override the official metric ({', '.join(METRICS)})")
     p.add_argument("--out", type=Path, help="output folder (default: runs/eval/BENCHMARK-MODEL)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, help="default 32 (128 for the OCR probe)")
@@ -155,9 +157,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return cmd_run(args, ["evaluate"])
     if args.benchmark is None:
         raise ConfigError("--model needs --benchmark (or leave out --model to run the evaluate stage of a run)")
-    from mpa.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
     from mpa.config import model_config
-    from mpa.evaluation import METRICS, evaluate_model
+    from mpa.evaluation import BENCHMARKS, METRICS, BenchmarkError, evaluate_model, get_benchmark, load_benchmark
 
     if args.benchmark not in BENCHMARKS:
         raise ConfigError(f"--benchmark: unknown '{args.benchmark}'; choose from {', '.join(sorted(BENCHMARKS))}")
@@ -172,7 +173,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(str(err).splitlines()[0]) from None
     name = Path(args.model).name + (f"+{Path(args.adapter).name}" if args.adapter else "")
     out = args.out or Path("runs/eval") / f"{args.benchmark}-{name}"
-    ocr = (args.metric or BENCHMARKS[args.benchmark].metric) == "ocr"
+    ocr = (args.metric or get_benchmark(args.benchmark).metric) == "ocr"
     max_new_tokens = args.max_new_tokens or (128 if ocr else 32)
     metrics = evaluate_model(model, args.benchmark, samples, out, metric=args.metric, max_new_tokens=max_new_tokens)
     print(json.dumps({k: metrics[k] for k in ("benchmark", "metric", "n", "overall", "compat")}))

@@ -315,11 +315,11 @@ class LevelConfig(_Strict):
 class BenchmarkConfig(_Strict):
     """One evaluation benchmark (local files; nothing is downloaded)."""
 
-    name: str = Field(description="textvqa, stvqa, chartqa, okvqa, easyvqa, jsonl or ocr.")
+    name: str = Field(description="A registered benchmark: a key of mpa.evaluation.BENCHMARKS (checked before a run).")
     data_dir: str | None = Field(None, description="The benchmark's release folder (not needed for easyvqa).")
     split: str | None = None
     limit: int | None = Field(None, ge=1, description="Evaluate the first N questions only.")
-    metric: str | None = Field(None, description="Override the benchmark's official metric.")
+    metric: str | None = Field(None, description="Override the official metric (a key of mpa.evaluation.METRICS).")
 
 
 class EvaluateConfig(_Strict):

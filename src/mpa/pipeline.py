@@ -48,11 +48,11 @@ def plan(cfg: MPAConfig, rd: RunDir) -> list[dict[str, Any]]:
     level_manifest = rd.manifest("level")
     level_fp = level_manifest["fingerprint"] if level_manifest else fps["level"][0]
     units = {
-        f"evaluate/{role}/{evaluate.bench_label(b)}": evaluate.unit_settings(cfg, role, b, level_fp)
+        f"evaluate/{role}/{evaluate.bench_label(b)}": evaluate.unit_key(cfg, rd, role, b, level_fp)
         for role in cfg.evaluate.models
         for b in cfg.evaluate.benchmarks
     }
-    for stage, (fp, settings) in [*fps.items(), *((u, (fingerprint(s), s)) for u, s in units.items())]:
+    for stage, (fp, settings) in [*fps.items(), *units.items()]:
         decision = rd.decide(stage, fp, settings)  # the run directory's one resume / refuse rule
         out.append({"stage": stage, "action": decision.action, "detail": decision.detail, "fingerprint": fp})
     return out

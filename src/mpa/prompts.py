@@ -266,13 +266,13 @@ def render_annotate_prompt(prompt: AnnotatePrompt, k: int) -> str:
     return prompt.template.replace("{k}", str(k))
 
 
-# LLaVA-1.5's short-answer suffix. The same text is used when the teacher and the student answer pseudo-questions
-# (identify), in the training targets (level) and at evaluation, so the student is trained on the prompt it is
-# tested with.
+# LLaVA-1.5's short-answer suffix. The same prompt (one id) is used when the teacher and the student answer
+# pseudo-questions (identify), in the training targets (level) and at evaluation (`mpa.evaluation.prompts` builds its
+# short-answer prompt from these two constants), so the student is trained on the prompt it is tested with.
 ANSWER_PROMPT_ID = "answer.short@1"
-_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
+ANSWER_SUFFIX = "Answer the question using a single word or phrase."
 
 
 def render_answer_prompt(question: str) -> str:
     """The text asking a model to answer ``question`` with a single word or phrase."""
-    return f"{question.strip()}\n{_ANSWER_SUFFIX}"
+    return f"{question.strip()}\n{ANSWER_SUFFIX}"

@@ -54,7 +54,7 @@ def question_type(answer: str) -> str:
 
 def load_split(split: str) -> tuple[list[QA], dict[int, str]]:
     """All QAs of easy-VQA `train` or `test`, and image id → path."""
-    from mpa.benchmarks.simple import easyvqa_split
+    from mpa.evaluation.benchmarks.simple import easyvqa_split
 
     texts, answers, ids, paths = easyvqa_split(split)
     return [QA(i, t, a) for t, a, i in zip(texts, answers, ids, strict=True)], paths

@@ -10,7 +10,7 @@
 - `match_answers(a, b, matcher)`: does model answer `a` agree with reference `b`; matcher in `MATCHERS`.
 
 Every function scores one question; quirks of each reference are documented in `mpa.metrics.vqa`.
-Pure functions: no torch, no I/O.
+Pure functions: no torch, no I/O. Evaluation names them in one registry, `mpa.evaluation.metrics.METRICS`.
 """
 
 from mpa.metrics.normalize import normalize_compat, normalize_vqa_answer

@@ -17,7 +17,7 @@ from mpa.errors import RunError
 
 T = TypeVar("T")
 U = TypeVar("U")
-PREFETCH = True  # load the next chunk while generating (benchmarks/stage_throughput.py turns it off to compare)
+PREFETCH = True  # load the next chunk while generating (speed/stage_throughput.py turns it off to compare)
 
 
 def _file_digest(path: Path, edge_bytes: int = 1 << 16) -> str:

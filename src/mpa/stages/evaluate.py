@@ -13,10 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from mpa.backends import Backend, for_trained_weights, load_backend
-from mpa.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
 from mpa.config import BenchmarkConfig, ConfigError, ModelConfig, MPAConfig
-from mpa.evaluation import METRICS, evaluate_model
-from mpa.rundir import RunDir, atomic_write_json, fingerprint
+from mpa.evaluation import (
+    BENCHMARKS,
+    METRICS,
+    BenchmarkError,
+    evaluate_model,
+    get_benchmark,
+    load_benchmark,
+    with_current_prompt_id,
+)
+from mpa.rundir import RunDir, atomic_write_json, fingerprint, read_json
 from mpa.stages.common import model_identity
 
 log = logging.getLogger(__name__)
@@ -30,12 +37,32 @@ def bench_label(b: BenchmarkConfig) -> str:
 def unit_settings(cfg: MPAConfig, role: str, b: BenchmarkConfig, level_fp: str | None) -> dict[str, Any]:
     """What changes one unit's outputs: the model (for student_after: the level stage that made it) and the data."""
     model = {"level": level_fp} if role == "student_after" else model_identity(getattr(cfg, role.split("_")[0]))
-    spec = BENCHMARKS[b.name]
+    spec = get_benchmark(b.name)
     settings = {"model": model, "benchmark": b.model_dump(), "prompt_id": spec.prompt_id,
                 "max_new_tokens": cfg.evaluate.max_new_tokens}  # fmt: skip
     if cfg.evaluate.repetition_penalty != 1.0:  # (absent when off, so earlier evaluations still resume)
         settings["repetition_penalty"] = cfg.evaluate.repetition_penalty
     return settings
+
+
+def unit_key(
+    cfg: MPAConfig, rd: RunDir, role: str, b: BenchmarkConfig, level_fp: str | None
+) -> tuple[str, dict[str, Any]]:
+    """A unit's fingerprint and settings. When the unit's folder recorded these settings under an older prompt id
+    (`with_current_prompt_id`), the recorded ones, so a unit evaluated before its prompt got today's id is done."""
+    settings = unit_settings(cfg, role, b, level_fp)
+    fp = fingerprint(settings)
+    unit = f"{STAGE}/{role}/{bench_label(b)}"
+    recorded, sdir = rd.manifest(unit), rd.stage_dir(unit)
+    if recorded is None and (sdir / "started.json").exists():
+        recorded = read_json(sdir / "started.json")
+    if (
+        recorded is not None
+        and recorded.get("fingerprint") != fp
+        and fingerprint(with_current_prompt_id(recorded.get("settings", {}))) == fp
+    ):
+        return recorded["fingerprint"], recorded["settings"]
+    return fp, settings
 
 
 def check_benchmarks(cfg: MPAConfig) -> None:
@@ -92,8 +119,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
         backend: Backend | None = None
         for b in cfg.evaluate.benchmarks:
             label = bench_label(b)
-            settings = unit_settings(cfg, role, b, level_fp)
-            fp = fingerprint(settings)
+            fp, settings = unit_key(cfg, rd, role, b, level_fp)
             unit = f"{STAGE}/{role}/{label}"
             unit_fps[unit] = fp
             if rd.begin(unit, fp, settings, force=force):

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check as one prepared command (one H100/H200, no network; ~5 min, cut at 9 min): mpa's real stages
 # (annotate, identify, level LoRA + full, evaluate, and our HF backend vs a plain `model.generate` loop) on
-# Qwen2-VL-7B (teacher) / 2B (student)-shaped random-weight models built offline. See benchmarks/gpu_check.py.
+# Qwen2-VL-7B (teacher) / 2B (student)-shaped random-weight models built offline. See speed/gpu_check.py.
 #
-#   bash benchmarks/gpu_wheels.sh     # here, once: the packages the GPU machine lacks, as wheels in .whl/ (~20 MiB)
-#   bash benchmarks/gpu.sh            # there (device tool: carry [".whl"], timeout_s 600); args go to gpu_check.py
+#   bash speed/gpu_wheels.sh          # here, once: the packages the GPU machine lacks, as wheels in .whl/ (~20 MiB)
+#   bash speed/gpu.sh                 # there (device tool: carry [".whl"], timeout_s 600); args go to gpu_check.py
 #
 # Writes ${OUT:-runs/bench}/gpu_check.json, gpu_check.md (a README-ready table) and gpu_check.log; prints the table.
 # Without .whl/ it uses the installed packages (a GPU box with `pip install -e .`).
@@ -31,4 +31,4 @@ assert torch.cuda.is_available(), "no CUDA device"
 EOF
 out=${OUT:-runs/bench}
 mkdir -p "$out"
-timeout "${GPU_CHECK_TIMEOUT:-540}" $PY benchmarks/gpu_check.py --out "$out" "$@" 2>&1 | tee "$out/gpu_check.log"
+timeout "${GPU_CHECK_TIMEOUT:-540}" $PY speed/gpu_check.py --out "$out" "$@" 2>&1 | tee "$out/gpu_check.log"

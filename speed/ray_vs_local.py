@@ -5,7 +5,7 @@ actors); it pays when actors sit on other GPUs or nodes. This script states that
 on the same easy-VQA pool with the demo teacher and student, checks the candidates are identical, and prints stage
 seconds. Writes JSON.
 
-    python benchmarks/ray_vs_local.py [--images 512] [--actors 2] [--out FILE]
+    python speed/ray_vs_local.py [--images 512] [--actors 2] [--out FILE]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Runs the real command in a subprocess, then reads RUN_DIR/timings.json (seconds per stage, written by the
 pipeline) and the headline numbers from RUN_DIR/summary.json. Prints a table and writes JSON.
 
-    python benchmarks/demo_stages.py [--quick] [--out FILE]
+    python speed/demo_stages.py [--quick] [--out FILE]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared types and checks of the benchmark loaders: `EvalSample`, `BenchmarkError`, and small file helpers.
+"""Shared types and checks of the benchmark loaders: `BenchmarkSpec`, `EvalSample`, `BenchmarkError`, file helpers.
 
 Every loader reads local files only and fails loudly: a missing annotation file, a malformed record or a missing
 image is a `BenchmarkError` whose one-line message names the file and the layout that was expected. Nothing is
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -17,7 +17,9 @@ from typing import Any
 
 __all__ = [
     "BenchmarkError",
+    "BenchmarkSpec",
     "EvalSample",
+    "Loader",
     "abs_path",
     "check_images",
     "check_split",
@@ -47,6 +49,22 @@ class EvalSample:
     answers: tuple[str, ...]
     split: str
     question_type: str | None = None
+
+
+# (data_dir, split, limit, cache_dir) -> samples in file order; see `mpa.evaluation.benchmarks.load_benchmark`.
+Loader = Callable[[Path | None, str | None, int | None, Path | None], list[EvalSample]]
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """What a benchmark is, defined next to its loader: how to read it, the metric that scores it (a key of
+    `mpa.evaluation.metrics.METRICS`), the prompt that asks it (a key of `mpa.evaluation.prompts.EVAL_PROMPTS`),
+    and a one-line description of the files it expects."""
+
+    load: Loader
+    metric: str
+    prompt_id: str
+    description: str
 
 
 def abs_path(path: Path | str) -> Path:

@@ -22,8 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mpa.benchmarks.common import (
+from mpa.evaluation import prompts
+from mpa.evaluation.benchmarks.common import (
     BenchmarkError,
+    BenchmarkSpec,
     EvalSample,
     check_images,
     check_unique_qids,
@@ -31,9 +33,9 @@ from mpa.benchmarks.common import (
     require_data_dir,
     to_answers,
 )
-from mpa.benchmarks.hf_export import columns_of, find_export, samples_from_export, select_split
+from mpa.evaluation.benchmarks.hf_export import columns_of, find_export, samples_from_export, select_split
 
-__all__ = ["CHARTQA_SPLITS", "load_chartqa"]
+__all__ = ["CHARTQA", "CHARTQA_SPLITS", "load_chartqa"]
 
 _PARTS = ("test", "val", "train")
 _SOURCES = ("human", "augmented")
@@ -125,3 +127,12 @@ def load_chartqa(
     if not (root / part / f"{splits[0]}.json").is_file() and find_export(root):
         return _load_export(root, part, splits, limit, cache_dir)
     return _load_release(root, part, splits, limit)
+
+
+CHARTQA = BenchmarkSpec(
+    load_chartqa,
+    metric="relaxed_accuracy",
+    prompt_id=prompts.CHARTQA,
+    description="ChartQA test (human + augmented): DATA_DIR/test/test_{human,augmented}.json + "
+    "DATA_DIR/test/png/, or a local HF export (HuggingFaceM4/ChartQA, lmms-lab/ChartQA)",
+)

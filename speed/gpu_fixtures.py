@@ -1,4 +1,4 @@
-"""Fixtures of `benchmarks/gpu_check.py`: Qwen2-VL-shaped random-weight checkpoints built offline, chart images,
+"""Fixtures of `speed/gpu_check.py`: Qwen2-VL-shaped random-weight checkpoints built offline, chart images,
 and the scripted teacher that writes parseable QA pairs.
 
 Throughput and memory do not depend on the weights' values, so a model shaped like Qwen2-VL-2B/7B-Instruct (the

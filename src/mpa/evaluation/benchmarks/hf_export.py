@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mpa.benchmarks.common import BenchmarkError, EvalSample
+from mpa.evaluation.benchmarks.common import BenchmarkError, EvalSample
 
 __all__ = [
     "ExportPart",

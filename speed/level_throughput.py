@@ -5,7 +5,7 @@ runs the real `level` stage (TRL SFTTrainer, demo.yaml's level settings, a fixed
 process per configuration and reports samples/s, wall time, peak RSS (and peak CUDA memory on a GPU). Prints a
 table and writes JSON.
 
-    python benchmarks/level_throughput.py [--steps 40] [--device cpu|cuda] [--out FILE]
+    python speed/level_throughput.py [--steps 40] [--device cpu|cuda] [--out FILE]
 """
 
 from __future__ import annotations

@@ -29,8 +29,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from mpa.benchmarks.common import (
+from mpa.evaluation import prompts
+from mpa.evaluation.benchmarks.common import (
     BenchmarkError,
+    BenchmarkSpec,
     EvalSample,
     check_images,
     check_split,
@@ -40,9 +42,18 @@ from mpa.benchmarks.common import (
     take,
     to_answers,
 )
-from mpa.benchmarks.hf_export import find_export, samples_from_export, select_split
+from mpa.evaluation.benchmarks.hf_export import find_export, samples_from_export, select_split
 
-__all__ = ["OKVQA_QUESTION_TYPES", "load_okvqa", "load_stvqa", "load_textvqa", "stvqa_is_heldout"]
+__all__ = [
+    "OKVQA",
+    "OKVQA_QUESTION_TYPES",
+    "STVQA",
+    "TEXTVQA",
+    "load_okvqa",
+    "load_stvqa",
+    "load_textvqa",
+    "stvqa_is_heldout",
+]
 
 TEXTVQA_LAYOUT = (
     "DATA_DIR/TextVQA_0.5.1_val.json and DATA_DIR/train_images/<image_id>.jpg (the TextVQA 0.5.1 release; val "
@@ -230,3 +241,27 @@ def load_okvqa(data_dir: Path | None, split: str | None, limit: int | None, cach
         )
     check_unique_qids("okvqa", samples, q_path)
     return check_images("okvqa", samples, OKVQA_LAYOUT)
+
+
+TEXTVQA = BenchmarkSpec(
+    load_textvqa,
+    metric="vqa_accuracy",
+    prompt_id=prompts.TEXTVQA,
+    description="TextVQA 0.5.1 val: DATA_DIR/TextVQA_0.5.1_val.json + DATA_DIR/train_images/<image_id>.jpg, "
+    "or a local HF export (lmms-lab/textvqa, Parquet or save_to_disk)",
+)
+STVQA = BenchmarkSpec(
+    load_stvqa,
+    metric="anls",
+    prompt_id=prompts.ANSWER_PROMPT_ID,
+    description="ST-VQA Task 1, our held-out 10% of train: DATA_DIR/train_task_1.json + images at file_path "
+    "(under DATA_DIR or DATA_DIR/train_images)",
+)
+OKVQA = BenchmarkSpec(
+    load_okvqa,
+    metric="vqa_accuracy",
+    prompt_id=prompts.OKVQA,
+    description="OK-VQA v1.1 val: DATA_DIR/OpenEnded_mscoco_val2014_questions.json + "
+    "mscoco_val2014_annotations.json + DATA_DIR/val2014/COCO_val2014_<id:012d>.jpg, "
+    "or a local HF export (lmms-lab/OK-VQA)",
+)

@@ -5,8 +5,8 @@ the plain loop's. Annotate = the demo teacher writing QA pairs with the demo pro
 teacher and student answering easy-VQA questions with the short-answer prompt (questions/s). Prints a table and
 writes JSON.
 
-    python benchmarks/generate_throughput.py                      # demo models, CPU, batch 1 / 8 / 32
-    python benchmarks/generate_throughput.py --device cuda --images 512 --questions 2048   # on a GPU
+    python speed/generate_throughput.py                           # demo models, CPU, batch 1 / 8 / 32
+    python speed/generate_throughput.py --device cuda --images 512 --questions 2048        # on a GPU
 """
 
 from __future__ import annotations

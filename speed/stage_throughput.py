@@ -5,7 +5,7 @@ the next chunk in a background thread while the backend generates (`mpa.stages.c
 runs the two stages through `run_pipeline` on N synthetic 1600x1200 JPEGs with the demo teacher and student, with
 prefetching on and off, checks the records are identical, and prints stage seconds. Writes JSON.
 
-    python benchmarks/stage_throughput.py [--images 256] [--size 1600 1200] [--device cpu|cuda] [--out FILE]
+    python speed/stage_throughput.py [--images 256] [--size 1600 1200] [--device cpu|cuda] [--out FILE]
 """
 
 from __future__ import annotations

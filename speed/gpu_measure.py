@@ -1,4 +1,4 @@
-"""Instrumentation of `benchmarks/gpu_check.py`: timed backends and model loads, a Trainer step timer, the
+"""Instrumentation of `speed/gpu_check.py`: timed backends and model loads, a Trainer step timer, the
 bandwidth bound of decoding, and the report (rows -> table, JSON, markdown). None of it changes what a stage does.
 """
 

@@ -5,7 +5,7 @@ Builds a tiny trained LLaVA teacher and a random student (as in the tests), writ
 images (default 1,000 and 10,000), runs each in a fresh `mpa` process and reports its peak RSS (ru_maxrss) and
 wall time. Prints a table and writes JSON.
 
-    python benchmarks/memory_vs_pool.py [--pools 1000 10000] [--out FILE]
+    python speed/memory_vs_pool.py [--pools 1000 10000] [--out FILE]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ concurrency, and, for reference, runs the same requests through the in-process H
 JSON, and stops the server by its PID. `transformers serve` runs VLM requests one at a time, so concurrency
 mostly overlaps HTTP/encoding with generation; a continuous-batching server (vLLM, SGLang) is where it pays.
 
-    python benchmarks/serve_throughput.py [--model DIR] [--questions 64] [--concurrency 1 8] [--out FILE]
+    python speed/serve_throughput.py [--model DIR] [--questions 64] [--concurrency 1 8] [--out FILE]
 """
 
 from __future__ import annotations

@@ -20,17 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mpa.benchmarks.common import (
+from mpa.evaluation import prompts
+from mpa.evaluation.benchmarks.common import (
     BenchmarkError,
+    BenchmarkSpec,
     EvalSample,
     abs_path,
     check_images,
     check_split,
     take,
 )
-from mpa.benchmarks.prompts import OCR_QUESTION
 
-__all__ = ["easyvqa_question_type", "load_easyvqa", "load_jsonl", "load_ocr"]
+__all__ = ["EASYVQA", "JSONL", "OCR", "easyvqa_question_type", "load_easyvqa", "load_jsonl", "load_ocr"]
 
 _SHAPES = frozenset({"circle", "rectangle", "triangle"})
 JSONL_EXAMPLE = '{"image": "images/1.png", "question": "What is written?", "answers": ["stop"]}'
@@ -200,12 +201,33 @@ def load_jsonl(data_dir: Path | None, split: str | None, limit: int | None, cach
 
 
 def load_ocr(data_dir: Path | None, split: str | None, limit: int | None, cache_dir: Path | None) -> list[EvalSample]:
-    """The OCR probe: a JSONL of {"image", "text"}; each sample asks `OCR_QUESTION` and expects `text`."""
+    """The OCR probe: a JSONL of {"image", "text"}; each sample asks `prompts.OCR_QUESTION` and expects `text`."""
 
     def build(row: dict[str, Any], where: str, qid: str, image: str, row_split: str) -> EvalSample:
         text = row.get("text")
         if not isinstance(text, str):
             raise BenchmarkError(f"ocr: {where}: 'text' must be a string; expected a line like {OCR_EXAMPLE}")
-        return EvalSample(qid, image, OCR_QUESTION, (text,), row_split)
+        return EvalSample(qid, image, prompts.OCR_QUESTION, (text,), row_split)
 
     return _load_lines("ocr", data_dir, split, limit, OCR_EXAMPLE, build)
+
+
+EASYVQA = BenchmarkSpec(
+    load_easyvqa,
+    metric="vqa_accuracy",
+    prompt_id=prompts.ANSWER_PROMPT_ID,
+    description="easy-VQA test: 9,673 questions on 1,000 images, from the installed easy_vqa package (no DATA_DIR)",
+)
+JSONL = BenchmarkSpec(
+    load_jsonl,
+    metric="vqa_accuracy",
+    prompt_id=prompts.ANSWER_PROMPT_ID,
+    description='Generic JSONL: DATA_DIR/data.jsonl (or the file) with {"image", "question", "answers"|"answer"} lines',
+)
+OCR = BenchmarkSpec(
+    load_ocr,
+    metric="ocr",
+    prompt_id=prompts.OCR,
+    description='OCR probe: DATA_DIR/data.jsonl (or the file) with {"image", "text"} lines; '
+    "scored by CER and word accuracy (mpa.metrics.ocr)",
+)

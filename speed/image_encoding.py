@@ -4,7 +4,7 @@ Two synthetic images at the paper's Qwen2-VL pixel budget (512 * 28 * 28 pixels)
 sensor-like noise: every pixel a different colour, the case `image_format: auto` sends as JPEG) and a "chart"
 (flat colours and sharp edges, sent as PNG). Prints ms per image and base64 size; writes JSON.
 
-    python benchmarks/image_encoding.py [--repeats 20] [--out runs/bench/image_encoding.json]
+    python speed/image_encoding.py [--repeats 20] [--out runs/bench/image_encoding.json]
 """
 
 from __future__ import annotations

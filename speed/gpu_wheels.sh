@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Download, here, the wheels `benchmarks/gpu.sh` installs on the GPU machine (Python 3.12, no network; see
+# Download, here, the wheels `speed/gpu.sh` installs on the GPU machine (Python 3.12, no network; see
 # ../shared/GPU_MACHINE.md for what is already there), into .whl/ (git-ignored via .git/info/exclude).
 # Run once before calling the device tool with carry [".whl"]. About 21 MiB.
 #

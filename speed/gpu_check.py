@@ -12,8 +12,8 @@ What it measures, per part (peak GPU memory = torch.cuda.max_memory_allocated, r
 Prints a table, writes ${OUT:-runs/bench}/gpu_check.json and gpu_check.md (a README-ready table); both are rewritten
 after every part, so a run cut short still leaves its results. Parts that would overrun --budget-s are skipped.
 
-    bash benchmarks/gpu.sh                                    # on the GPU machine (wheels in .whl/, see gpu.sh)
-    python benchmarks/gpu_check.py --shape tiny               # same code path on CPU: tiny dims, 8 images, fp32
+    bash speed/gpu.sh                                         # on the GPU machine (wheels in .whl/, see gpu.sh)
+    python speed/gpu_check.py --shape tiny                    # same code path on CPU: tiny dims, 8 images, fp32
 
 What is synthetic (see gpu_fixtures.py): the weights (random; shapes = the public config.json of
 Qwen/Qwen2-VL-{2B,7B}-Instruct), the tokenizer (a small BPE padded to Qwen2's vocabulary, Qwen's special tokens and
