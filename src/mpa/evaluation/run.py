@@ -20,7 +20,7 @@ from mpa.evaluation.benchmarks import EvalSample, get_benchmark
 from mpa.evaluation.metrics import aggregate, check_metric, prediction_text, score
 from mpa.evaluation.prompts import canonical_prompt_id, render_eval_prompt
 from mpa.images import ImageSource, load_image
-from mpa.rundir import JsonlWriter, atomic_write_json, changed_keys, done_keys, fingerprint, latest_by_key
+from mpa.rundir import JsonlWriter, atomic_write_json, done_keys, fingerprint, latest_by_key, resume_decision
 from mpa.stages.common import checked, model_identity, progress
 
 log = logging.getLogger(__name__)
@@ -86,13 +86,15 @@ def _check_settings(out_dir: Path, model: ModelConfig, benchmark: str, prompt_id
     if repetition_penalty != 1.0:  # (absent when off, so earlier evaluation folders still resume)
         settings["repetition_penalty"] = repetition_penalty
     path = out_dir / "settings.json"
-    if path.exists():
-        previous = with_current_prompt_id(json.loads(path.read_text(encoding="utf-8")))
-        if fingerprint(previous) != fingerprint(settings):
-            keys = ", ".join(changed_keys(previous, settings))
-            raise ConfigError(f"{out_dir} holds predictions made with other settings (changed: {keys}); "
-                              "choose another --out or delete that folder")  # fmt: skip
-    else:
+    previous = with_current_prompt_id(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else None
+    # the run directory's one rule; an unfinished folder resumes (done predictions are kept), so "finished" only
+    # matters for the message
+    begun = None if previous is None else {"fingerprint": fingerprint(previous), "settings": previous}
+    decision = resume_decision(begun, False, fingerprint(settings), settings)
+    if decision.action == "refuse":
+        raise ConfigError(f"{out_dir} holds predictions made with other settings (changed: "
+                          f"{', '.join(decision.changed)}); choose another --out or delete that folder")  # fmt: skip
+    if previous is None:
         atomic_write_json(path, settings)
 
 
