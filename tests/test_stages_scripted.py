@@ -161,3 +161,18 @@ def test_every_stage_writes_what_the_contract_declares(tmp_path: Path, pool: Pat
     assert manifests["evaluate"]["counts"] == {"units": 2, "units_run": 2}
     again = run_pipeline(build_config(tree), ["evaluate"])["evaluate"]
     assert again["counts"]["units_run"] == 2 and again["finished_at"] == manifests["evaluate"]["finished_at"]
+
+
+def test_evaluation_usage_and_cost_reach_the_manifest_and_the_report(tmp_path: Path, pool: Path) -> None:
+    tree = scripted_tree(tmp_path, pool)
+    tree["teacher"].update(cost_per_1k_prompt_tokens=1.0, cost_per_1k_completion_tokens=2.0)
+    run_pipeline(build_config(tree), ["annotate", "identify", "evaluate"])
+    run = Path(tree["run_dir"])
+    unit = json.loads((run / "evaluate" / "teacher" / "jsonl" / "manifest.json").read_text())["usage"]["teacher"]
+    assert unit["requests"] == 12 and unit["completion_tokens"] == 12 and unit["prompt_tokens"] > 12
+    assert unit["cost_usd"] == pytest.approx((unit["prompt_tokens"] + 2 * unit["completion_tokens"]) / 1000)
+    from mpa.report import write_report
+
+    write_report(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["usage"]["evaluate"]["teacher"]["requests"] == 12

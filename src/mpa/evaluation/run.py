@@ -22,6 +22,7 @@ from mpa.evaluation.prompts import canonical_prompt_id, render_eval_prompt
 from mpa.images import ImageSource, load_image
 from mpa.rundir import JsonlWriter, atomic_write_json, done_keys, fingerprint, latest_by_key, resume_decision
 from mpa.stages.common import checked, model_identity, progress
+from mpa.stages.usage import USAGE_FILE, record_usage
 
 log = logging.getLogger(__name__)
 CHUNK = 256
@@ -53,6 +54,8 @@ def _predict(
                 for s in asked
             ]  # fmt: skip
             results = {r.key: r for r in checked(requests, backend.generate(requests))} if requests else {}
+            if results:  # tokens (and, with prices, cost) of every call: a served or API model bills them
+                record_usage(out.parent / USAGE_FILE, "model", list(results.values()))
             records = []
             for s in chunk:
                 res = results.get(s.qid)

@@ -25,6 +25,7 @@ from mpa.evaluation import (
 )
 from mpa.rundir import RunDir, atomic_write_json, fingerprint, read_json
 from mpa.stages.common import model_identity
+from mpa.stages.usage import USAGE_FILE, usage_summary
 
 log = logging.getLogger(__name__)
 STAGE = "evaluate"
@@ -135,7 +136,8 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
                                          max_new_tokens=cfg.evaluate.max_new_tokens, backend=backend,
                                          repetition_penalty=cfg.evaluate.repetition_penalty,
                                          desc=f"evaluate {role} on {label}")  # fmt: skip
-                rd.finish(unit, fp, settings, {"metrics": metrics})
+                usage = {role: usage_summary(rd.stage_dir(unit) / USAGE_FILE, {"model": model})["model"]}
+                rd.finish(unit, fp, settings, {"metrics": metrics, "usage": usage})
                 ran += 1
             results.setdefault(label, {})[role] = rd.require(unit)["metrics"]
         if backend is not None:
