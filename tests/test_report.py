@@ -185,8 +185,8 @@ def test_partial_run_says_what_is_missing(quiet_run: tuple[Path, Any], tmp_path:
 
 
 def test_token_usage_and_cost_per_stage_and_model(quiet_run: tuple[Path, Any], tmp_path: Path) -> None:
-    """Manifest `usage` as annotate and identify write it ({role: counts}, see mpa.stages.usage), in the time/cost
-    table and summary.json. Level and evaluate record no usage, so their rows show seconds only."""
+    """Manifest `usage` as annotate, identify and each evaluate unit write it ({role: counts}, see
+    mpa.stages.usage), in the time/cost table and summary.json. Level records no usage: seconds only."""
     run = _copy(quiet_run[0], tmp_path / "run")
 
     def set_usage(rel: str, usage: dict[str, Any]) -> None:
@@ -200,16 +200,21 @@ def test_token_usage_and_cost_per_stage_and_model(quiet_run: tuple[Path, Any], t
 
     set_usage("annotate/manifest.json", {"teacher": counts(20, 1000, 300, 0.5)})
     set_usage("identify/manifest.json", {"teacher": counts(20, 900, 40, None), "student": counts(20, 800, 60, 0.25)})
+    for role in ("teacher", "student_before", "student_after"):
+        set_usage(f"evaluate/{role}/jsonl/manifest.json", {role: counts(20, 100, 20, None)})
     write_report(run)
     md = (run / "report.md").read_text()
     assert re.search(r"^\| annotate \| teacher \| [\d.]+ \| 20 \| 1,000 \| 300 \| 0\.5000 \|$", md, re.M)
     assert re.search(r"^\| identify \| teacher \| [\d.]+ \| 20 \| 900 \| 40 \| — \|$", md, re.M)
     assert re.search(r"^\|  \| student \|  \| 20 \| 800 \| 60 \| 0\.2500 \|$", md, re.M)
-    assert re.search(r"^\| evaluate \| — \| [\d.]+ \| — \| — \| — \| — \|$", md, re.M)
-    assert re.search(r"^\| \*\*total\*\* \|  \| [\d.]+ \| 60 \| 2,700 \| 400 \| 0\.7500 \|$", md, re.M)
+    assert re.search(r"^\| evaluate \| student_after \| [\d.]+ \| 20 \| 100 \| 20 \| — \|$", md, re.M)
+    assert re.search(r"^\|  \| teacher \|  \| 20 \| 100 \| 20 \| — \|$", md, re.M)
+    assert re.search(r"^\| level \| — \| [\d.]+ \| — \| — \| — \| — \|$", md, re.M)
+    assert re.search(r"^\| \*\*total\*\* \|  \| [\d.]+ \| 120 \| 3,000 \| 460 \| 0\.7500 \|$", md, re.M)
     usage = json.loads((run / "summary.json").read_text())["usage"]
     assert usage["identify"]["student"]["prompt_tokens"] == 800 and usage["identify"]["student"]["cost_usd"] == 0.25
-    assert set(usage) == {"annotate", "identify"}
+    assert set(usage) == {"annotate", "identify", "evaluate"}
+    assert usage["evaluate"]["student_after"]["requests"] == 20
 
 
 def test_report_errors_are_one_line(tmp_path: Path, capsys: Any) -> None:
