@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main() -> int:
     from mpa.cli import main as mpa_main
-    from mpa.tiny import build_tiny_llava, make_color_images, train_tiny_teacher
+    from mpa.testing.tiny import build_tiny_llava, make_color_images, train_tiny_teacher
 
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/smoke")
     models = root / "models"

@@ -34,7 +34,7 @@ sys.exit(code)
 
 
 def run_pool(n: int, tmp: Path, teacher: Path, student: Path) -> dict[str, float]:
-    from mpa.tiny import make_color_images
+    from mpa.testing.tiny import make_color_images
 
     images = tmp / f"pool_{n}"
     if not images.exists():
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--pools", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--out", type=Path, default=Path("runs/bench/memory_vs_pool.json"))
     args = parser.parse_args()
-    from mpa.tiny import build_tiny_llava, make_color_images, train_tiny_teacher
+    from mpa.testing.tiny import build_tiny_llava, make_color_images, train_tiny_teacher
 
     tmp = Path(tempfile.mkdtemp(prefix="mpa_mem_"))
     labels = make_color_images(tmp / "teacher_images", 20, seed=0)

@@ -77,7 +77,7 @@ def main() -> None:
     from mpa.backends import GenRequest, load_backend
     from mpa.config import ModelConfig, model_config
     from mpa.prompts import render_answer_prompt
-    from mpa.tiny import build_tiny_llava, make_color_images, train_tiny_teacher
+    from mpa.testing.tiny import build_tiny_llava, make_color_images, train_tiny_teacher
 
     tmp = Path(tempfile.mkdtemp(prefix="mpa_serve_bench_"))
     labels = make_color_images(tmp / "images", args.questions)

@@ -30,14 +30,14 @@ def _torch_threads() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mpa.tiny import build_tiny_llava
+    from mpa.testing.tiny import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_idefics3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mpa.tiny import build_tiny_idefics3
+    from mpa.testing.tiny import build_tiny_idefics3
 
     return build_tiny_idefics3(tmp_path_factory.mktemp("tiny_idefics3"), seed=0)
 
@@ -45,7 +45,7 @@ def tiny_idefics3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def color_image_labels(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
     """(path, colour) of the PNGs in `color_images`, in file-name order."""
-    from mpa.tiny import make_color_images
+    from mpa.testing.tiny import make_color_images
 
     return make_color_images(tmp_path_factory.mktemp("color_images"), N_COLOR_IMAGES, seed=0)
 
@@ -59,7 +59,7 @@ def color_images(color_image_labels: list[tuple[Path, str]]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory, color_image_labels: list[tuple[Path, str]]) -> Path:
     """Tiny LLaVA fine-tuned to name the colour and to write `Question: ... Answer: <colour>`."""
-    from mpa.tiny import build_tiny_llava, train_tiny_teacher
+    from mpa.testing.tiny import build_tiny_llava, train_tiny_teacher
 
     model_dir = build_tiny_llava(tmp_path_factory.mktemp("tiny_teacher"), seed=0)
     train_tiny_teacher(model_dir, color_image_labels, steps=TEACHER_STEPS, seed=0)
@@ -69,7 +69,7 @@ def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory, color_image_label
 @pytest.fixture(scope="session")
 def tiny_student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A different, smaller random-init LLaVA with the same tokenizer (same default corpus)."""
-    from mpa.tiny import build_tiny_llava
+    from mpa.testing.tiny import build_tiny_llava
 
     return build_tiny_llava(
         tmp_path_factory.mktemp("tiny_student"), vision_hidden=16, text_hidden=32, text_layers=1, seed=1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from mpa.tiny_families import FAMILIES
+from mpa.testing.families import FAMILIES
 
 CHAT_FAMILIES = sorted(set(FAMILIES) - {"paligemma"})  # PaliGemma ships no chat template: refused (tested apart)
 ANNOTATE_PROMPT = "Write one question and its answer about the image."

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from mpa.rundir import iter_jsonl
-from mpa.tiny import make_color_images
+from mpa.testing.tiny import make_color_images
 from tests.test_pipeline import make_tree
 
 N_IMAGES = 96  # two annotate chunks of 64 images

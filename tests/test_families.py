@@ -1,6 +1,6 @@
 """The architecture matrix: every model family users run, as teacher and as student, through every stage.
 
-Per family (tiny random checkpoints of the real classes, `mpa.tiny_families`):
+Per family (tiny random checkpoints of the real classes, `mpa.testing.families`):
 - contract: batched == one-by-one greedy outputs; the pixel budget (min and max) reaches the processors that take
   one; the training prompt is token for token the inference prompt and the labels are the answer + end of turn;
   one freezing rule for vision tower and projector; LoRA only (and all) of the language model's linear layers;
@@ -33,7 +33,7 @@ from mpa.pipeline import run_pipeline
 from mpa.pixels import fit_pixel_budget
 from mpa.prompts import render_answer_prompt
 from mpa.rundir import iter_jsonl
-from mpa.tiny_families import FAMILIES
+from mpa.testing.families import FAMILIES
 from tests.families import ANNOTATE_PROMPT, CHAT_FAMILIES, QUESTION, parrot_rows, teach_fixed_replies
 
 pytestmark = pytest.mark.families

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from mpa.tiny import END_TOKEN, QA_SUFFIX  # noqa: E402
+from mpa.testing.tiny import END_TOKEN, QA_SUFFIX  # noqa: E402
 
 QA_RE = re.compile(r"Question:\s*(.+?\?)\s*Answer:\s*(\S.*)")
 PROMPTS = (

@@ -1,4 +1,4 @@
-"""Tiny checkpoints of every family in `mpa.tiny_families`: build offline, reload, prompt, mask, budget, generate."""
+"""Tiny checkpoints of every family in `mpa.testing.families`: build offline, reload, prompt, mask, budget, generate."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-from mpa.tiny_families import FAMILIES
+from mpa.testing.families import FAMILIES
 
 pytestmark = pytest.mark.models
 

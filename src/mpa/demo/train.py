@@ -116,7 +116,7 @@ class DemoData:
 
 
 def build(out: Path, size: ModelSize, seed: int) -> Path:
-    from mpa.tiny import build_tiny_llava
+    from mpa.testing.tiny import build_tiny_llava
 
     return build_tiny_llava(
         out, corpus=world.corpus(), image_size=IMAGE_SIZE, patch_size=PATCH, vision_hidden=size.vision_hidden,

@@ -9,7 +9,7 @@ of well under 1M parameters.
 `train_tiny_teacher` turns a tiny LLaVA into a (very dumb) teacher on solid-colour images: prompts containing
 "Write" get `Question: What colour is the image? Answer: <colour>`, colour questions get the colour word.
 
-    from mpa.tiny import build_tiny_llava, make_color_images, train_tiny_teacher
+    from mpa.testing.tiny import build_tiny_llava, make_color_images, train_tiny_teacher
     d = build_tiny_llava(Path("teacher")); train_tiny_teacher(d, make_color_images(Path("imgs"), 20))
 """
 

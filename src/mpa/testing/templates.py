@@ -1,4 +1,4 @@
-"""Prompt formats of published VLM checkpoints for the tiny offline models of `mpa.tiny_families`.
+"""Prompt formats of published VLM checkpoints for the tiny offline models of `mpa.testing.families`.
 
 `build_tokenizer` trains a tiny byte-level BPE that carries a family's special tokens and chat template; the
 constants below are the chat templates.
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mpa.tiny import _default_corpus
+from mpa.testing.tiny import _default_corpus
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -43,7 +43,7 @@ def build_tokenizer(
     add_bos: bool = False,
     qwen: bool = False,
 ) -> PreTrainedTokenizerFast:
-    """A byte-level BPE (vocab ~400) trained on mpa.tiny's corpus, so any text round-trips; special tokens first.
+    """A byte-level BPE (vocab ~400) trained on mpa.testing.tiny's corpus: any text round-trips; special tokens first.
 
     `named` become tokenizer attributes the processors read (`tokenizer.image_token`, `.boi_token`, ...); `plain`
     are single, non-special tokens (Qwen's `<think>`); `add_bos` makes the tokenizer prepend `bos` like Llama's;

@@ -1,17 +1,17 @@
 """Tiny random-init checkpoints of many real Hugging Face VLM families, built offline, for tests.
 
-`mpa.tiny` builds one LLaVA and one Idefics3 with mpa's own chat template. This module adds the families users
+`mpa.testing.tiny` builds one LLaVA and one Idefics3 with mpa's own chat template. This module adds the families users
 actually run, each as its real transformers model class and real processor class, with special tokens where the
-processor looks for them and a chat template modelled on the published checkpoint's (`mpa.tiny_templates`), so code
+processor looks for them and a chat template modelled on the published checkpoint's (`mpa.testing.templates`), so code
 that handles "any VLM" meets real prompt formats, image-token expansion and end-of-turn tokens. Every model has
 well under 1M parameters (1-2 layers, hidden 32-64, a byte-level BPE vocabulary of ~400 trained on
-`mpa.tiny`'s corpus) and builds and saves in well under a second once transformers is imported.
+`mpa.testing.tiny`'s corpus) and builds and saves in well under a second once transformers is imported.
 
-    from mpa.tiny_families import FAMILIES
+    from mpa.testing.families import FAMILIES
     model_dir = FAMILIES["qwen2_vl"](Path("tiny-qwen2-vl"))  # then AutoModelForImageTextToText / AutoProcessor
 
 `generation_config.eos_token_id` is the family's end-of-turn token(s). PaliGemma ships no chat template and gets none
-(call its processor with text and images). LLaVA and Idefics3 come from `mpa.tiny` (mpa's own `<|user|>` template).
+(call its processor with text and images). LLaVA and Idefics3 come from `mpa.testing.tiny` (our `<|user|>` template).
 
 How each family's processor takes a pixel budget (keyword arguments of the processor call, or of
 `apply_chat_template(..., processor_kwargs={...})`):
@@ -35,9 +35,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mpa import tiny_templates as templates
-from mpa.tiny import build_tiny_idefics3, build_tiny_llava
-from mpa.tiny_templates import build_tokenizer
+from mpa.testing import templates
+from mpa.testing.templates import build_tokenizer
+from mpa.testing.tiny import build_tiny_idefics3, build_tiny_llava
 
 IMAGE_SIZE = 32  # fixed-size families; Qwen families allow 28-64 px (see the module docstring)
 PINPOINTS = [[IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE], [2 * IMAGE_SIZE, 2 * IMAGE_SIZE]]
