@@ -51,7 +51,7 @@ import openai
 from PIL import Image
 
 from mpa.backends.base import GenRequest, GenResult, sample_seed
-from mpa.config import ModelConfig
+from mpa.config import OpenAIModelConfig
 from mpa.errors import ConfigError
 from mpa.pixels import fit_pixel_budget
 
@@ -149,7 +149,7 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: OpenAIModelConfig) -> None:
         if not cfg.base_url:
             raise ConfigError(f"model {cfg.model}: backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
         if cfg.adapter:

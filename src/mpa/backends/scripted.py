@@ -30,7 +30,7 @@ from pathlib import Path
 from PIL import Image, ImageStat
 
 from mpa.backends.base import GenRequest, GenResult
-from mpa.config import ModelConfig
+from mpa.config import ScriptedModelConfig
 from mpa.errors import ConfigError
 
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -80,7 +80,7 @@ class ScriptedBackend:
 
     name = "scripted"
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ScriptedModelConfig) -> None:
         self.script = Script.read(Path(cfg.model))
         self.fail = {key for key in os.environ.get("MPA_SCRIPTED_FAIL", "").split(",") if key}
         self.calls: list[int] = []  # batch sizes seen, for tests

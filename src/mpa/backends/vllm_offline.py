@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mpa.backends.base import GenRequest, GenResult, sample_seed
-from mpa.config import ModelConfig
+from mpa.config import VLLMModelConfig
 from mpa.errors import ConfigError, MPAError
 from mpa.pixels import fit_pixel_budget, processor_budget, takes_pixel_budget
 
@@ -41,7 +41,7 @@ def _adapter_rank(adapter: str) -> int:
         raise ConfigError(f"adapter {adapter}: no readable PEFT adapter_config.json with a rank 'r' ({err})") from None
 
 
-def _takes_pixel_budget(cfg: ModelConfig) -> bool:
+def _takes_pixel_budget(cfg: VLLMModelConfig) -> bool:
     from transformers import AutoImageProcessor
 
     image_processor = AutoImageProcessor.from_pretrained(cfg.model, revision=cfg.revision,
@@ -52,7 +52,7 @@ def _takes_pixel_budget(cfg: ModelConfig) -> bool:
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: VLLMModelConfig) -> None:
         try:
             from vllm import LLM
         except ImportError:
