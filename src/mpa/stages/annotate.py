@@ -29,8 +29,8 @@ from mpa.rundir import (
     atomic_write_text,
     done_keys,
     fingerprint,
-    iter_jsonl,
     latest_by_key,
+    read_records,
     repair_jsonl,
 )
 from mpa.stages.common import checked, chunk_size, model_identity, prefetched, progress
@@ -184,14 +184,14 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
     prompt = resolve_prompt(cfg)
     img_file, ann_file = sdir / "images.jsonl", sdir / "annotations.jsonl"
     repair_jsonl(img_file)
-    known = {r["source"]: r for r in iter_jsonl(img_file)}
+    known = {r.source: r for r in read_records(img_file, ImageRecord)}
     done = done_keys(ann_file, "key")  # image_id/sample keys that succeeded
     n_samples = cfg.annotate.samples_per_image if cfg.annotate.temperature > 0 else 1
 
     def pending(image_id: str) -> bool:
         return any(f"{image_id}/{s}" not in done for s in range(n_samples))
 
-    images = {r["image_id"]: r["path"] for r in known.values() if r["status"] == "ok"}  # id -> path, in order
+    images = {r.image_id: r.path for r in known.values() if r.status == "ok"}  # id -> path, in order
     own_backend = backend is None
     try:
         with JsonlWriter(img_file) as img_w, JsonlWriter(ann_file) as ann_w:
@@ -203,8 +203,8 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
                 for src, loaded in loaded_chunk:
                     if src.source in known:
                         rec = known[src.source]
-                        if rec["status"] == "ok" and pending(rec["image_id"]) and loaded.image is not None:
-                            work.append((rec["image_id"], loaded.image))
+                        if rec.status == "ok" and pending(rec.image_id) and loaded.image is not None:
+                            work.append((rec.image_id, loaded.image))
                         continue
                     rec = _image_record(src, loaded, images, sdir)
                     new_records.append(rec.model_dump())
@@ -227,7 +227,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
     return rd.finish(STAGE, fp, settings, {"prompt_id": prompt.id, "counts": counts, "usage": usage})
 
 
-def _load_chunk(cfg: MPAConfig, chunk: Any, known: dict[str, dict[str, Any]], pending: Any):
+def _load_chunk(cfg: MPAConfig, chunk: Any, known: dict[str, ImageRecord], pending: Any):
     """Decode new sources; re-read recorded images (by their recorded path) only if their annotation is missing."""
     fresh = [s for s in chunk if s.source not in known]
     out = dict((s.source, (s, li)) for s, li in iter_images(cfg.images, fresh)) if fresh else {}
@@ -236,7 +236,7 @@ def _load_chunk(cfg: MPAConfig, chunk: Any, known: dict[str, dict[str, Any]], pe
             yield out[src.source]
         else:
             rec = known[src.source]
-            path = rec["path"] if rec["status"] == "ok" and pending(rec["image_id"]) else None
+            path = rec.path if rec.status == "ok" and pending(rec.image_id) else None
             yield src, load_image(ImageSource(src.source, Path(path))) if path else LoadedImage("", None, "n/a")
 
 
@@ -254,10 +254,10 @@ def _image_record(src: ImageSource, loaded: LoadedImage, images: dict[str, str],
 def _count(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> dict[str, Any]:
     img_status: Counter[str] = Counter()
     skip_reasons: Counter[str] = Counter()
-    for rec in iter_jsonl(sdir / "images.jsonl"):
-        img_status[rec["status"]] += 1
-        if rec["status"] == "skipped":
-            skip_reasons[str(rec["reason"]).split(":")[0]] += 1
+    for rec in read_records(sdir / "images.jsonl", ImageRecord):
+        img_status[rec.status] += 1
+        if rec.status == "skipped":
+            skip_reasons[str(rec.reason).split(":")[0]] += 1
     gen_status: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
     for ann in latest_by_key(sdir / "annotations.jsonl", "key").values():
