@@ -176,3 +176,13 @@ def test_evaluation_usage_and_cost_reach_the_manifest_and_the_report(tmp_path: P
     write_report(run)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["usage"]["evaluate"]["teacher"]["requests"] == 12
+
+
+def test_the_scripted_backend_refuses_an_adapter(tmp_path: Path) -> None:
+    """Part of the backend contract (tests/test_backend_contract.py): an adapter is applied or refused."""
+    from mpa.backends import load_backend
+    from mpa.config import ConfigError, model_config
+
+    script = Script().write(tmp_path / "m.json")
+    with pytest.raises(ConfigError, match="no weights to apply the adapter"):
+        load_backend(model_config(model=str(script), backend="scripted", adapter=str(tmp_path)))

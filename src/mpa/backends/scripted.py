@@ -81,6 +81,8 @@ class ScriptedBackend:
     name = "scripted"
 
     def __init__(self, cfg: ScriptedModelConfig) -> None:
+        if cfg.adapter:  # the backend contract: an adapter is applied or refused, never ignored
+            raise ConfigError(f"backend scripted has no weights to apply the adapter {cfg.adapter} to")
         self.script = Script.read(Path(cfg.model))
         self.fail = {key for key in os.environ.get("MPA_SCRIPTED_FAIL", "").split(",") if key}
         self.calls: list[int] = []  # batch sizes seen, for tests
