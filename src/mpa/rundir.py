@@ -312,9 +312,16 @@ class RunDir:
         return self.write_manifest(stage, fp, settings, outputs, started.get("started_at"))
 
     def write_manifest(
-        self, stage: str, fp: str, settings: dict[str, Any], outputs: dict[str, Any], started_at: float | None
+        self,
+        stage: str,
+        fp: str,
+        settings: dict[str, Any],
+        outputs: dict[str, Any],
+        started_at: float | None,
+        finished_at: float | None = None,
     ) -> dict[str, Any]:
-        """The manifest of a finished stage or unit (`finish`; evaluate writes its own over its units)."""
+        """The manifest of a finished stage or unit (`finish`; evaluate writes its own over its units, finished
+        when its last unit finished)."""
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "mpa_version": __version__,
@@ -322,7 +329,7 @@ class RunDir:
             "fingerprint": fp,
             "settings": settings,
             "started_at": started_at,
-            "finished_at": time.time(),
+            "finished_at": time.time() if finished_at is None else finished_at,
             **outputs,
         }
         manifest["io"] = stage_io(stage.split("/")[0], manifest)

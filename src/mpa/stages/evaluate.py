@@ -149,7 +149,9 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     if not ran and previous is not None and previous.get("fingerprint") == fp:
         return previous  # nothing new: the manifest (and its finished_at) stands
     outputs = {"counts": {"units": len(unit_fps), "units_run": ran}, "summary": summary}
-    return rd.write_manifest(STAGE, fp, {"units": unit_fps}, outputs, started_at)
+    # finished when its last unit did (now, if one ran): the pipeline times only stages that worked just now
+    finished_at = max((rd.require(u)["finished_at"] for u in unit_fps), default=None) if not ran else None
+    return rd.write_manifest(STAGE, fp, {"units": unit_fps}, outputs, started_at, finished_at)
 
 
 def gap_closed(teacher: float | None, before: float | None, after: float | None) -> float | None:
