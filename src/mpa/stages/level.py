@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import shutil
 from collections import defaultdict
@@ -181,12 +182,17 @@ def _trainer(cfg: MPAConfig, sdir: Path, train_ds: Any, val_ds: Any, model: Any,
         warmup_steps=lvl.warmup_ratio,
         weight_decay=lvl.weight_decay,
         lr_scheduler_type=lvl.lr_scheduler,
-        logging_steps=max(1, min(10, total // 20)),
+        # Logging at every checkpoint step: a resumed run averages its first logged loss from the checkpoint on, so
+        # only then are its logged losses (the report's training curve) the uninterrupted run's.
+        logging_steps=math.gcd(eval_steps, max(1, min(10, total // 20))),
         eval_strategy="steps" if has_val else "no",
         eval_steps=eval_steps,
         save_strategy="steps",
         save_steps=eval_steps,
         save_total_limit=2,
+        # Early stopping's patience counter lives in its callback: without this a resumed run restarts it at 0
+        # and trains past the step where the uninterrupted run stopped.
+        restore_callback_states_from_checkpoint=True,
         load_best_model_at_end=False,  # the Trainer's reload misses renamed VLM keys; `_restore_best` does it
         metric_for_best_model="eval_loss" if has_val else None,
         greater_is_better=False if has_val else None,
@@ -299,15 +305,39 @@ def _restore_best(trainer: Any, method: str) -> None:
     if not best or Path(best).name == f"checkpoint-{trainer.state.global_step}":
         return
     log.info("level: restoring the best checkpoint %s (validation loss %.4f)", best, trainer.state.best_metric)
+    _load_weights(trainer.model, best, method)
+
+
+def _load_weights(model: Any, checkpoint: str, method: str) -> None:
+    """Load a checkpoint's trained weights (the adapter, or the whole model) into `model`. The Trainer's own loader
+    reads a full checkpoint's tensors by their on-disk names with strict=False: transformers 5 saves VLMs under
+    their original key names (`language_model.model.*`, not `model.language_model.*`), so it silently loads none."""
     if method == "lora":
         from peft import load_peft_weights, set_peft_model_state_dict
 
-        set_peft_model_state_dict(trainer.model, load_peft_weights(best))
-    else:
-        from transformers import AutoModelForImageTextToText
+        set_peft_model_state_dict(model, load_peft_weights(checkpoint))
+    else:  # the model's own class (also for remote code); from_pretrained maps the saved names to the runtime ones
+        model.load_state_dict(type(model).from_pretrained(checkpoint, dtype=model.dtype).state_dict())
 
-        state = AutoModelForImageTextToText.from_pretrained(best, dtype=trainer.model.dtype).state_dict()
-        trainer.model.load_state_dict(state)
+
+def _train(trainer: Any, resume: str | None, method: str) -> None:
+    """Train, or go on from the checkpoint `resume` exactly as if never interrupted."""
+    from transformers import TrainerState
+
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # these restore their own weight files
+    if resume and not sharded:
+        state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        if state.stateful_callbacks.get("TrainerControl", {}).get("args", {}).get("should_training_stop"):
+            # Training had ended (max_steps or early stopping) when this checkpoint was saved; `train()` would clear
+            # that flag and take more steps, so take the final state and weights as they are.
+            trainer.state = state
+            _load_weights(trainer.model, resume, method)
+            return
+        if method == "full":
+            _load_weights(trainer.model, resume, method)  # the Trainer's resume would leave the base weights
+            # ...and would then warn that every key is missing; it still restores optimizer, schedule, RNG, state.
+            trainer._load_from_checkpoint = lambda *args, **kwargs: None
+    trainer.train(resume_from_checkpoint=resume)
 
 
 def last_complete_checkpoint(trainer_dir: Path) -> str | None:
@@ -373,7 +403,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
         last_complete_checkpoint(sdir / "trainer")  # removes a checkpoint torn by a crash
     distributed.barrier()
     resume = last_complete_checkpoint(sdir / "trainer")
-    trainer.train(resume_from_checkpoint=resume)
+    _train(trainer, resume, cfg.level.method)
     _restore_best(trainer, cfg.level.method)
     out_dir = sdir / ("adapter" if cfg.level.method == "lora" else "model")
     trainer.model.config.use_cache = True  # the trainer turns the KV cache off; a saved model should generate fast
