@@ -174,7 +174,7 @@ def test_sigkill_in_every_stage_resumes_to_the_uninterrupted_result(
 
 
 def test_torn_level_checkpoint_is_skipped(tmp_path: Path) -> None:
-    from mpa.stages.level import last_complete_checkpoint
+    from mpa.backends.hf_train import last_complete_checkpoint
 
     for step, complete in [(4, True), (8, True), (12, False)]:
         ckpt = tmp_path / f"checkpoint-{step}"

@@ -192,14 +192,14 @@ def test_idefics3_student_with_default_lora_targets(
 def test_level_resumes_from_its_last_checkpoint(level_tree: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import TrainerCallback
 
-    from mpa.stages import level
+    from mpa.backends import hf_train
 
     class Crash(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step == 5:
                 raise KeyboardInterrupt("simulated crash")
 
-    original = level._trainer
+    original = hf_train._trainer
 
     def crashing_trainer(*args: Any, **kwargs: Any) -> Any:
         trainer = original(*args, **kwargs)
@@ -209,7 +209,7 @@ def test_level_resumes_from_its_last_checkpoint(level_tree: dict[str, Any], monk
     level_tree["level"].update({"max_steps": 8, "eval_steps": 2})
     cfg = build_config(level_tree)
     run_pipeline(cfg, ["annotate", "identify"])
-    monkeypatch.setattr(level, "_trainer", crashing_trainer)
+    monkeypatch.setattr(hf_train, "_trainer", crashing_trainer)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, ["level"])
     run = Path(level_tree["run_dir"])
@@ -225,7 +225,7 @@ def test_level_resumes_from_its_last_checkpoint(level_tree: dict[str, Any], monk
         trainer.add_callback(Count())
         return trainer
 
-    monkeypatch.setattr(level, "_trainer", counting_trainer)
+    monkeypatch.setattr(hf_train, "_trainer", counting_trainer)
     manifest = run_pipeline(cfg, ["level"])["level"]
     assert manifest["resumed"] is True
     assert steps_run == [5, 6, 7, 8]  # continued from checkpoint-4, did not start over
@@ -240,7 +240,7 @@ def test_best_checkpoint_is_restored(level_tree: dict[str, Any]) -> None:
 
     from transformers import AutoModelForImageTextToText
 
-    from mpa.stages.level import _restore_best
+    from mpa.backends.hf_train import _restore_best
 
     level_tree["level"].update({"method": "full", "max_steps": 4, "eval_steps": 2, "val_fraction": 0.3})
     run_pipeline(build_config(level_tree))

@@ -90,7 +90,7 @@ def _kill_at(kill: str, stop: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the next level run die at `kill` (`stop`: the step where the uninterrupted run stopped early)."""
     from transformers import TrainerCallback, TrainerState
 
-    from mpa.stages import level
+    from mpa.backends import hf_train
 
     if kill == "during_save":  # checkpoint-(stop - 2): weights and optimizer written, trainer_state.json torn
         save_to_json = TrainerState.save_to_json
@@ -114,14 +114,14 @@ def _kill_at(kill: str, stop: int, monkeypatch: pytest.MonkeyPatch) -> None:
             if kill == "after_training":  # every checkpoint written; the best one not restored, nothing saved
                 raise Killed(kill)
 
-    original = level._trainer
+    original = hf_train._trainer
 
     def killing_trainer(*args: Any, **kwargs: Any) -> Any:
         trainer = original(*args, **kwargs)
         trainer.add_callback(Kill())
         return trainer
 
-    monkeypatch.setattr(level, "_trainer", killing_trainer)
+    monkeypatch.setattr(hf_train, "_trainer", killing_trainer)
 
 
 @pytest.mark.parametrize("kill", KILLS)

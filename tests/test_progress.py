@@ -1,4 +1,4 @@
-"""Progress bars (mpa.stages.common.progress): plain lines off a terminal, nothing at all after set_progress(False)."""
+"""Progress bars (mpa.progress): plain lines off a terminal, nothing at all after set_progress(False)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mpa.stages import common
+from mpa import progress as common
 
 
 @pytest.fixture(autouse=True)

@@ -105,6 +105,21 @@ def test_nothing_selected_exits_1_and_still_writes_the_report(
     assert "nothing was selected" in report.lower()
 
 
+def test_level_reaches_the_student_through_its_backend_and_a_scripted_one_is_refused(
+    tmp_path: Path, pool: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Training goes through the backend layer (`load_training`): a scripted student has no weights, so level stops
+    with a config error naming what to do, after the gap was found and without writing a level manifest."""
+    tree = scripted_tree(tmp_path, pool)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    assert main(["run", "-q", str(config), "--stages", "annotate,identify,level"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scripted" in err[0] and "--stages" in err[0], err
+    run = Path(tree["run_dir"])
+    assert (run / "identify" / "manifest.json").exists() and not (run / "level" / "manifest.json").exists()
+
+
 def test_every_request_failing_exits_1_and_the_rerun_resumes(
     tmp_path: Path, pool: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

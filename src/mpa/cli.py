@@ -238,7 +238,7 @@ def resolve_config(args: argparse.Namespace) -> MPAConfig:
 def _setup_logging(args: argparse.Namespace) -> None:
     """-q: warnings and errors only, no progress bar anywhere (ours, the trainer's, Hugging Face's); -v: mpa's
     debug log. Off a terminal, Hugging Face's redrawn bars are off too (ours print a plain line every 30 s)."""
-    from mpa.stages.common import set_progress
+    from mpa.progress import set_progress
 
     quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,

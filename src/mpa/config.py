@@ -63,6 +63,9 @@ class _ModelBase(_Strict):
     # Whether the backend holds the weights in this process, so it can apply an adapter or a fine-tuned folder (an
     # OpenAI client cannot: its server holds the weights).
     in_process: ClassVar[bool] = True
+    # What fine-tunes this model's weights in the level stage ("module:Class" of a `backends.base.Training`), or
+    # None when it has no weights to train. A served model (openai) names the HF checkpoint its server holds.
+    training: ClassVar[str | None] = "mpa.backends.hf_train:HFTraining"
 
     @model_validator(mode="before")
     @classmethod
@@ -177,6 +180,7 @@ class ScriptedModelConfig(_ModelBase):
     backend: Literal["scripted"]
     implementation: ClassVar[str] = "mpa.backends.scripted:ScriptedBackend"
     in_process: ClassVar[bool] = False  # nothing to apply an adapter to
+    training: ClassVar[str | None] = None
 
 
 # The backend registry: adding a backend is its module, its config class above, and one line here.

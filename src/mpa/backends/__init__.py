@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mpa.backends.base import Backend, GenRequest, GenResult
-from mpa.backends.registry import REGISTRY, create_backend
-from mpa.config import EngineConfig, HFModelConfig, ModelConfig
+from mpa.backends.base import Backend, GenRequest, GenResult, Training
+from mpa.backends.registry import REGISTRY, create_backend, create_training
+from mpa.config import EngineConfig, HFModelConfig, ModelConfig, MPAConfig
 
 
 def for_trained_weights(cfg: ModelConfig) -> ModelConfig:
@@ -94,15 +94,23 @@ def load_backend(cfg: ModelConfig, engine: EngineConfig | None = None) -> Backen
     return create_backend(cfg)
 
 
+def load_training(cfg: ModelConfig, run: MPAConfig, trainer_dir: Path) -> Training:
+    """What fine-tunes the student `cfg` in the level stage (by `run.level`, checkpoints in `trainer_dir`); a
+    config error for a backend with no weights to train (scripted)."""
+    return create_training(cfg, run, trainer_dir)
+
+
 __all__ = [
     "REGISTRY",
     "Backend",
     "GenRequest",
     "GenResult",
+    "Training",
     "check_model",
     "decoding_settings",
     "for_trained_weights",
     "load_backend",
+    "load_training",
     "missing_package",
     "requests_in_flight",
 ]

@@ -1,4 +1,5 @@
-"""The generation backend protocol: a batch of requests in, results in the same order, matched by key.
+"""The backend protocols: generation (a batch of requests in, results in the same order, matched by key) and
+training (the level stage fine-tunes a student through it).
 
 Backends own batching, padding, devices and retries. Stages build `GenRequest`s and never branch on the backend.
 Every decoding parameter a request carries is applied as given by every backend: no backend falls back on a
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -64,3 +66,25 @@ def sample_seed(seed: int, key: str, sample: int) -> int:
     """A per-(request, sample) seed, so a sample does not depend on batch composition or resume point."""
     digest = hashlib.sha256(f"{seed}\x00{key}\x00{sample}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class Training(Protocol):
+    """What a backend that can fine-tune its model's weights provides to the level stage (its config class names
+    it in `training`). Rows are identify's candidates (image_path, question, pseudo_answer); the student is taught
+    to answer each question with its pseudo-answer, asked exactly as it is asked at identify and evaluation."""
+
+    history: list[dict[str, Any]]  # the training log: losses and validation losses by step
+
+    def fit(self, train: list[dict[str, Any]], val: list[dict[str, Any]]) -> str | None:
+        """Train (validating on `val`, if any), going on from the last complete checkpoint as if never
+        interrupted; leaves the best weights in the model. Returns the checkpoint it resumed from, or None."""
+        ...
+
+    def save(self, out_dir: Path, merged_dir: Path | None = None) -> None:
+        """Write the trained weights (an adapter, or the whole model) and the processor to `out_dir`; with
+        `merged_dir`, also the base model with the adapter merged in. Every process of a distributed run calls it."""
+        ...
+
+    def close(self) -> None:
+        """Free the model and its device memory (safe to call twice)."""
+        ...

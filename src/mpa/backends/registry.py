@@ -8,9 +8,10 @@ each holding one ordinary backend) can build a backend without the package and t
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
-from mpa.backends.base import Backend
-from mpa.config import BACKEND_CONFIGS, ModelConfig
+from mpa.backends.base import Backend, Training
+from mpa.config import BACKEND_CONFIGS, ConfigError, ModelConfig, MPAConfig
 
 REGISTRY: dict[str, str] = {name: c.implementation for name, c in BACKEND_CONFIGS.items()}
 
@@ -22,3 +23,15 @@ def create_backend(cfg: ModelConfig) -> Backend:
     module_name, cls_name = REGISTRY[cfg.backend].split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     return cls(cfg)
+
+
+def create_training(cfg: ModelConfig, run: MPAConfig, trainer_dir: Path) -> Training:
+    """The `Training` of `cfg`'s backend, fine-tuning `cfg` by `run.level` with checkpoints in `trainer_dir`."""
+    if type(cfg).training is None:
+        raise ConfigError(
+            f"student.backend: a {cfg.backend} model has no weights to fine-tune, so level cannot train it; run "
+            "annotate/identify/evaluate only (--stages), or use a student with weights (hf, vllm, openai)"
+        )
+    module_name, cls_name = type(cfg).training.split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(run, trainer_dir)

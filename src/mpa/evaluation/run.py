@@ -20,8 +20,9 @@ from mpa.evaluation.benchmarks import EvalSample, get_benchmark
 from mpa.evaluation.metrics import aggregate, check_metric, prediction_text, score
 from mpa.evaluation.prompts import canonical_prompt_id, render_eval_prompt
 from mpa.images import ImageSource, load_image
+from mpa.progress import progress
 from mpa.rundir import JsonlWriter, atomic_write_json, done_keys, fingerprint, latest_by_key, resume_decision
-from mpa.stages.common import checked, model_identity, progress
+from mpa.stages.common import checked, model_identity
 from mpa.stages.usage import USAGE_FILE, record_usage
 
 log = logging.getLogger(__name__)

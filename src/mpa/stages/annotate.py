@@ -21,6 +21,7 @@ from mpa.backends import Backend, GenRequest, decoding_settings, load_backend
 from mpa.config import ConfigError, MPAConfig
 from mpa.images import ImageSource, LoadedImage, iter_images, list_sources, load_image
 from mpa.parsing import answer_type, parse_qa_pairs
+from mpa.progress import progress
 from mpa.prompts import AnnotatePrompt, get_annotate_prompt, load_prompt_file, render_annotate_prompt
 from mpa.records import AnnotationRecord, ImageRecord, QARecord
 from mpa.rundir import (
@@ -33,7 +34,7 @@ from mpa.rundir import (
     read_records,
     repair_jsonl,
 )
-from mpa.stages.common import checked, chunk_size, model_identity, prefetched, progress
+from mpa.stages.common import checked, chunk_size, model_identity, prefetched
 from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
 
 log = logging.getLogger(__name__)

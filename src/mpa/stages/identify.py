@@ -24,6 +24,7 @@ from mpa.export import write_exports
 from mpa.images import ImageSource, LoadedImage, load_image
 from mpa.metrics import match_answers
 from mpa.parsing import parse_short_answer
+from mpa.progress import progress
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
 from mpa.records import AnswerRecord, CandidateRecord, QARecord
 from mpa.rundir import (
@@ -36,7 +37,7 @@ from mpa.rundir import (
     read_records,
     resume_decision,
 )
-from mpa.stages.common import checked, chunk_size, model_identity, prefetched, progress
+from mpa.stages.common import checked, chunk_size, model_identity, prefetched
 from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
 from mpa.strategies import load_strategy
 
