@@ -25,6 +25,7 @@ from mpa.backends import REGISTRY as BACKENDS
 from mpa.config import ConfigError, MPAConfig, build_config, dump_config, read_yaml, set_dotted
 from mpa.contract import PIPELINE
 from mpa.contract import STAGES as CONTRACT
+from mpa.counts import IdentifyCounts
 from mpa.errors import MPAError, RunError
 
 log = logging.getLogger("mpa")
@@ -312,11 +313,10 @@ def _print_summary(manifests: dict[str, dict[str, Any]]) -> None:
     if manifests.get("evaluate", {}).get("summary"):
         print(format_table(manifests["evaluate"]["summary"]))
     if "identify" in manifests:
-        c = manifests["identify"]["counts"]
+        c = IdentifyCounts.read(manifests["identify"])
         print(
-            f"parity funnel: images {c['images']} → generations {c['annotated']} → QA pairs {c['parseable']} → "
-            f"teacher-consistent {c['teacher_consistent']} → student fails {c['student_fails']} → "
-            f"selected {c['selected']}"
+            f"parity funnel: images {c.images} → generations {c.annotated} → QA pairs {c.parseable} → "
+            f"teacher-consistent {c.teacher_consistent} → student fails {c.student_fails} → selected {c.selected}"
         )
     if "level" in manifests:
         m = manifests["level"]

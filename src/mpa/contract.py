@@ -2,11 +2,12 @@
 
 This is the one list of stages. The CLI (`--stages`, subcommands), the run directory (order, clearing what
 follows, version checks), the pipeline (which function runs a stage) and the report all read it; a stage's
-manifest carries exactly the `counts` keys declared here (tests/test_stages_scripted.py checks that). Declaring
+manifest's `counts` are written and read through the typed model declared here (`mpa.counts`;
+tests/test_stages_scripted.py checks every stage writes exactly its fields). Declaring
 inputs and outputs the way distilabel's steps do lets a reader see the data flow without opening a stage.
 
-The module imports nothing of mpa, so any module may import it without a cycle; a stage's code is found by name
-(`runner`) only when it runs.
+The module imports nothing of mpa but the count models (which import nothing of mpa), so any module may import
+it without a cycle; a stage's code is found by name (`runner`) only when it runs.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mpa.counts import AnnotateCounts, Counts, EvaluateCounts, IdentifyCounts, LevelCounts, unit_io
+
 
 @dataclass(frozen=True)
 class Stage:
     """One stage: `run(cfg, rundir, force=...)` in `runner` reads `reads` and writes `writes` (paths relative to
-    the run directory) and finishes with `<name>/manifest.json`, whose `counts` has the keys `counts`."""
+    the run directory) and finishes with `<name>/manifest.json`, whose `counts` is a `counts` model."""
 
     name: str
     help: str
@@ -28,13 +31,24 @@ class Stage:
     upstream: str | None
     reads: tuple[str, ...]
     writes: tuple[str, ...]
-    counts: tuple[str, ...]
+    counts: type[Counts]
     headline: str  # the log line of a finished stage, formatted with its manifest's counts
     resumable_units: bool = False  # its work is split into units with manifests of their own (evaluate/<model>/<b>)
 
     def load(self) -> Callable[..., dict[str, Any]]:
         module, function = self.runner.split(":")
         return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+    def read_counts(self, manifest: dict[str, Any]) -> Counts:
+        """The counts of this stage's `manifest`, typed (see `Counts.read`)."""
+        return self.counts.read(manifest)
+
+    def io(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """in / out / skipped / failed of a finished stage, or of one of its units (an evaluation unit's manifest
+        carries `metrics`, not counts)."""
+        if "metrics" in manifest:
+            return unit_io(manifest["metrics"] or {})
+        return self.read_counts(manifest).io()
 
 
 STAGES: dict[str, Stage] = {
@@ -47,17 +61,7 @@ STAGES: dict[str, Stage] = {
             upstream=None,
             reads=(),
             writes=("annotate/images.jsonl", "annotate/annotations.jsonl", "annotate/qa.jsonl", "annotate/usage.jsonl"),
-            counts=(
-                "images",
-                "images_ok",
-                "images_duplicate",
-                "images_skipped",
-                "skip_reasons",
-                "generations",
-                "generation_status",
-                "pairs_rejected",
-                "qa_pairs",
-            ),
+            counts=AnnotateCounts,
             headline="{images_ok} images, {qa_pairs} QA pairs",
         ),
         Stage(
@@ -74,18 +78,7 @@ STAGES: dict[str, Stage] = {
                 "identify/usage.jsonl",
                 "identify/export/",
             ),
-            counts=(
-                "images",
-                "annotated",
-                "parseable",
-                "answered",
-                "teacher_consistent",
-                "student_fails",
-                "selected",
-                "reasons",
-                "rejected_at_annotate",
-                "selected_by_answer_type",
-            ),
+            counts=IdentifyCounts,
             headline="{parseable} QAs → {teacher_consistent} teacher-consistent → {selected} selected",
         ),
         Stage(
@@ -95,7 +88,7 @@ STAGES: dict[str, Stage] = {
             upstream="identify",
             reads=("identify/candidates.jsonl",),
             writes=("level/data_summary.json", "level/adapter or level/model", "level/trainer"),
-            counts=("gap", "train", "retention", "val"),
+            counts=LevelCounts,
             headline="trained on {train} samples ({gap} gap, {retention} retention), {val} held out",
         ),
         Stage(
@@ -105,7 +98,7 @@ STAGES: dict[str, Stage] = {
             upstream=None,  # reads level's manifest when there is one (student_after); runs without it
             reads=("level/manifest.json",),
             writes=("evaluate/<model>/<benchmark>/", "evaluate/summary.json"),
-            counts=("units", "units_run"),
+            counts=EvaluateCounts,
             headline="{units_run} of {units} model/benchmark evaluations run",
             resumable_units=True,
         ),

@@ -156,4 +156,4 @@ def run_pipeline(
 
 
 def _headline(stage: str, manifest: dict[str, Any]) -> str:
-    return CONTRACT[stage].headline.format_map(manifest.get("counts", {}))
+    return CONTRACT[stage].headline.format_map(CONTRACT[stage].read_counts(manifest).model_dump())

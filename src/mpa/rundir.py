@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from mpa import __version__
 from mpa.contract import CHAIN, PIPELINE
-from mpa.counts import stage_io
+from mpa.contract import STAGES as CONTRACT
 from mpa.errors import MPAError, StageConflictError
 
 __all__ = ["JsonlWriter", "RunDir", "StageConflictError", "atomic_write_json", "iter_jsonl"]
@@ -332,7 +332,7 @@ class RunDir:
             "finished_at": time.time() if finished_at is None else finished_at,
             **outputs,
         }
-        manifest["io"] = stage_io(stage.split("/")[0], manifest)
+        manifest["io"] = CONTRACT[stage.split("/")[0]].io(manifest)
         atomic_write_json(self.manifest_path(stage), manifest)
         return manifest
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from mpa.config import MPAConfig, build_config
+from mpa.counts import IdentifyCounts, LevelCounts
 from mpa.demo import world
 from mpa.pipeline import run_pipeline, write_summary
 from mpa.rundir import RunDir, atomic_write_text
@@ -106,8 +107,8 @@ def run_ablation(tree: dict[str, Any], force: bool = False) -> dict[str, dict[st
 def _bench_row(run_dir: Path) -> dict[str, Any]:
     summary = write_summary(RunDir(run_dir))
     row = dict(summary["benchmarks"].get("easyvqa_test", {}))
-    row["selected"] = summary["parity"].get("selected")
-    row["trained_on"] = (summary["level"].get("counts") or {}).get("train")
+    row["selected"] = IdentifyCounts.model_validate(summary["parity"]).selected if summary["parity"] else None
+    row["trained_on"] = LevelCounts.read(summary["level"]).train if summary["level"] else None
     return row
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mpa import __version__
+from mpa.counts import LevelCounts
 from mpa.report import plots
 from mpa.report.md import COST_HEADER, cost_rows, pct
 from mpa.report.model import EXAMPLES, BenchmarkChanges, RunReport, spread
@@ -155,8 +156,8 @@ def _training(report: RunReport) -> str:
     out = [_missing(report, "training")]
     lv = report.summary["level"]
     if lv:
-        c = lv.get("counts") or {}
-        rows = [[c.get("gap"), c.get("retention"), c.get("train"), c.get("val"),
+        c = LevelCounts.read(lv)
+        rows = [[c.gap, c.retention, c.train, c.val,
                  f"{pct(lv.get('val_accuracy_before'))} → {pct(lv.get('val_accuracy_after'))}"]]  # fmt: skip
         out.append(_table(["gap samples", "retention samples", "trained on", "validation (held out)",
                            "label-free validation accuracy"], rows, num_from=0))  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from mpa.counts import LevelCounts
 from mpa.report.model import EXAMPLES, USAGE_FIELDS, BenchmarkChanges, RunReport, add_usage, spread
 
 COST_HEADER = ["stage", "model", "seconds", "requests", "prompt tokens", "completion tokens", "cost (USD)"]
@@ -91,9 +92,9 @@ def render_markdown(report: RunReport) -> str:
     lines += ["## Training", "", *_missing(report, "training")]
     lv = s["level"]
     if lv:
-        counts = lv.get("counts") or {}
+        counts = LevelCounts.read(lv)
         lines += table(["gap", "retention", "trained on", "validation", "label-free val accuracy"],
-                       [[counts.get("gap"), counts.get("retention"), counts.get("train"), counts.get("val"),
+                       [[counts.gap, counts.retention, counts.train, counts.val,
                          f"{pct(lv.get('val_accuracy_before'))} → {pct(lv.get('val_accuracy_after'))}"]])  # fmt: skip
         lines.append("")
     if report.curves and report.curves.train:

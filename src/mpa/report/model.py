@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mpa.contract import CHAIN, PIPELINE
-from mpa.counts import stage_io
+from mpa.contract import CHAIN, PIPELINE, STAGES
+from mpa.counts import AnnotateCounts, IdentifyCounts, LevelCounts
 from mpa.errors import MPAError
 from mpa.rundir import RunDir, atomic_write_json, iter_jsonl, latest_by_key, read_json
 
@@ -204,14 +204,16 @@ def build_summary(rd: RunDir, changes: list[BenchmarkChanges] | None = None) -> 
     eval_path = rd.stage_dir("evaluate") / "summary.json"
     benchmarks = read_json(eval_path) if eval_path.exists() else {}
     identify_m, level_m = rd.manifest("identify"), rd.manifest("level")
-    level_keys = ("counts", "val_accuracy_before", "val_accuracy_after", "best_checkpoint", "output")
+    level_keys = ("val_accuracy_before", "val_accuracy_after", "best_checkpoint", "output")
     if changes is None:
         changes = [c for label in benchmarks if (c := compare_students(rd, label)) is not None]
     env_path = rd.root / "environment.json"
     return {
         "benchmarks": benchmarks,
-        "parity": identify_m["counts"] if identify_m else {},
-        "level": {k: level_m.get(k) for k in level_keys} if level_m else {},
+        "parity": IdentifyCounts.read(identify_m).model_dump() if identify_m else {},
+        "level": {**{k: level_m.get(k) for k in level_keys}, "counts": LevelCounts.read(level_m).model_dump()}
+        if level_m
+        else {},
         "timings_s": {**timings, "total": round(sum(timings.values()), 2)},
         "stages": stage_status(rd),
         "io": _stage_io(rd),
@@ -228,7 +230,7 @@ def _stage_io(rd: RunDir) -> dict[str, Any]:
     for unit in units:
         manifest = rd.manifest(unit)
         if manifest is not None:
-            out[unit] = manifest.get("io") or stage_io(unit.split("/")[0], manifest)
+            out[unit] = manifest.get("io") or STAGES[unit.split("/")[0]].io(manifest)
     return out
 
 
@@ -245,20 +247,20 @@ def funnel(rd: RunDir) -> list[FunnelStep]:
     a, i = rd.manifest("annotate"), rd.manifest("identify")
     if a is None:
         return []
-    c = a["counts"]
+    c = AnnotateCounts.read(a)
     steps = [
-        FunnelStep("images", c["images_ok"], {**c.get("skip_reasons", {}), "duplicate": c.get("images_duplicate", 0)}),
-        FunnelStep("teacher generations", c["generations"], {}),
-        FunnelStep("QA pairs (parsed, accepted)", c["qa_pairs"],
-                   {**{k: v for k, v in c["generation_status"].items() if k != "ok"}, **c["pairs_rejected"]}),
-    ]  # fmt: skip
+        FunnelStep("images", c.images_ok, {**c.skip_reasons, "duplicate": c.images_duplicate}),
+        FunnelStep("teacher generations", c.generations, {}),
+        FunnelStep("QA pairs (parsed, accepted)", c.qa_pairs, c.rejected()),
+    ]
     if i is not None:
-        p, r = i["counts"], i["counts"]["reasons"]
+        p = IdentifyCounts.read(i)
+        r = p.reasons
         steps += [
-            FunnelStep("answered by both models", p["answered"], {"failed": r.get("failed", 0)}),
-            FunnelStep("teacher-consistent", p["teacher_consistent"], {k: r.get(k, 0) for k in TEACHER_REASONS}),
-            FunnelStep("student fails", p["student_fails"], {"student_correct": r.get("student_correct", 0)}),
-            FunnelStep("selected", p["selected"], {"not_sampled": r.get("not_sampled", 0)}),
+            FunnelStep("answered by both models", p.answered, {"failed": r.get("failed", 0)}),
+            FunnelStep("teacher-consistent", p.teacher_consistent, {k: r.get(k, 0) for k in TEACHER_REASONS}),
+            FunnelStep("student fails", p.student_fails, {"student_correct": r.get("student_correct", 0)}),
+            FunnelStep("selected", p.selected, {"not_sampled": r.get("not_sampled", 0)}),
         ]
     return [FunnelStep(s.label, s.count, {k: v for k, v in s.dropped.items() if v}) for s in steps]
 
@@ -314,18 +316,18 @@ def collect(run_dir: Path | str) -> RunReport:
     ]:
         if status[stage] != "complete":
             missing[section] = f"{what}: the {stage} stage {STATUS_PHRASES[status[stage]]} in this run directory"
-    selected = ((rd.manifest("identify") or {}).get("counts") or {}).get("selected")
-    if selected == 0 and status["level"] != "complete":
-        counts = (rd.manifest("identify") or {})["counts"]
+    identified = rd.manifest("identify")
+    counts = IdentifyCounts.read(identified) if identified else None
+    if counts is not None and counts.selected == 0 and status["level"] != "complete":
         why = (
             "the student already matched the teacher on all of those (try more or other images, or another annotate "
             "task)"
-            if counts.get("teacher_consistent")
+            if counts.teacher_consistent
             else "so no pseudo-answer passed the noise filter (check annotate/qa.jsonl and identify.matcher)"
         )
         missing["training"] = (
-            f"nothing was selected, so there was nothing to train on: of {counts.get('answered')} answered "
-            f"pseudo-QAs the teacher agreed with its own answer on {counts.get('teacher_consistent')}; {why}"
+            f"nothing was selected, so there was nothing to train on: of {counts.answered} answered "
+            f"pseudo-QAs the teacher agreed with its own answer on {counts.teacher_consistent}; {why}"
         )
     if status["evaluate"] == "complete" and "student_after" not in str(summary["benchmarks"]):
         missing["changes"] = "no before/after comparison: the leveled student was not evaluated"

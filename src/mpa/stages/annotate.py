@@ -19,6 +19,7 @@ from typing import Any
 
 from mpa.backends import Backend, GenRequest, decoding_settings, load_backend
 from mpa.config import ConfigError, MPAConfig
+from mpa.counts import AnnotateCounts
 from mpa.images import ImageSource, LoadedImage, iter_images, list_sources, load_image
 from mpa.parsing import answer_type, parse_qa_pairs
 from mpa.progress import progress
@@ -225,7 +226,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
             backend.close()
     counts = _count(sdir, images, cfg, pairs_per_call(cfg, prompt))
     usage = usage_summary(sdir / USAGE_FILE, {"teacher": cfg.teacher})
-    return rd.finish(STAGE, fp, settings, {"prompt_id": prompt.id, "counts": counts, "usage": usage})
+    return rd.finish(STAGE, fp, settings, {"prompt_id": prompt.id, "counts": counts.model_dump(), "usage": usage})
 
 
 def _load_chunk(cfg: MPAConfig, chunk: Any, known: dict[str, ImageRecord], pending: Any):
@@ -252,7 +253,7 @@ def _image_record(src: ImageSource, loaded: LoadedImage, images: dict[str, str],
     return ImageRecord(source=src.source, image_id=loaded.image_id, status="ok", path=path, width=w, height=h)
 
 
-def _count(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> dict[str, Any]:
+def _count(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> AnnotateCounts:
     img_status: Counter[str] = Counter()
     skip_reasons: Counter[str] = Counter()
     for rec in read_records(sdir / "images.jsonl", ImageRecord):
@@ -266,14 +267,14 @@ def _count(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> dict[s
         rejected.update(r["reason"] for r in ann["rejected"])
     qa_counts = _build_qa(sdir, images, cfg, k)
     rejected.update({"duplicate_across_samples": qa_counts["duplicate_across_samples"]})
-    return {
-        "images": sum(img_status.values()),
-        "images_ok": img_status["ok"],
-        "images_duplicate": img_status["duplicate"],
-        "images_skipped": img_status["skipped"],
-        "skip_reasons": dict(skip_reasons),
-        "generations": sum(gen_status.values()),
-        "generation_status": dict(gen_status),
-        "pairs_rejected": {k: v for k, v in rejected.items() if v},
-        "qa_pairs": qa_counts["qa_pairs"],
-    }
+    return AnnotateCounts(
+        images=sum(img_status.values()),
+        images_ok=img_status["ok"],
+        images_duplicate=img_status["duplicate"],
+        images_skipped=img_status["skipped"],
+        skip_reasons=dict(skip_reasons),
+        generations=sum(gen_status.values()),
+        generation_status=dict(gen_status),
+        pairs_rejected={k: v for k, v in rejected.items() if v},
+        qa_pairs=qa_counts["qa_pairs"],
+    )

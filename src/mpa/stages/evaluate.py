@@ -14,6 +14,7 @@ from typing import Any
 
 from mpa.backends import Backend, for_trained_weights, load_backend
 from mpa.config import BenchmarkConfig, ConfigError, ModelConfig, MPAConfig
+from mpa.counts import EvaluateCounts
 from mpa.evaluation import (
     BENCHMARKS,
     METRICS,
@@ -148,7 +149,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     previous = rd.manifest(STAGE)
     if not ran and previous is not None and previous.get("fingerprint") == fp:
         return previous  # nothing new: the manifest (and its finished_at) stands
-    outputs = {"counts": {"units": len(unit_fps), "units_run": ran}, "summary": summary}
+    outputs = {"counts": EvaluateCounts(units=len(unit_fps), units_run=ran).model_dump(), "summary": summary}
     # finished when its last unit did (now, if one ran): the pipeline times only stages that worked just now
     finished_at = max((rd.require(u)["finished_at"] for u in unit_fps), default=None) if not ran else None
     return rd.write_manifest(STAGE, fp, {"units": unit_fps}, outputs, started_at, finished_at)

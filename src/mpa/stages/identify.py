@@ -20,6 +20,7 @@ from typing import Any
 
 from mpa.backends import Backend, GenRequest, decoding_settings, load_backend
 from mpa.config import IdentifyConfig, ModelConfig, MPAConfig
+from mpa.counts import AnnotateCounts, IdentifyCounts
 from mpa.export import write_exports
 from mpa.images import ImageSource, LoadedImage, load_image
 from mpa.metrics import match_answers
@@ -217,7 +218,8 @@ def run(
     atomic_write_text(sdir / "parity.jsonl", "".join(c.model_dump_json() + "\n" for c in selected))
     exports = write_exports(selected, sdir / "export", cfg.export.formats)
     usage = usage_summary(sdir / USAGE_FILE, {"teacher": cfg.teacher, "student": cfg.student})
-    return rd.finish(STAGE, fp, settings, {"counts": _funnel(upstream, cands), "exports": exports, "usage": usage})
+    counts = _funnel(upstream, cands).model_dump()
+    return rd.finish(STAGE, fp, settings, {"counts": counts, "exports": exports, "usage": usage})
 
 
 # Settings that change only how answers are judged and selected, not the answers themselves.
@@ -248,23 +250,20 @@ def _reusable_answers(rd: RunDir, settings: dict[str, Any]) -> dict[str, bytes]:
     return kept
 
 
-def _funnel(upstream: dict[str, Any], cands: list[CandidateRecord]) -> dict[str, Any]:
-    reasons = Counter(c.reason for c in cands)
+def _funnel(upstream: dict[str, Any], cands: list[CandidateRecord]) -> IdentifyCounts:
+    annotated = AnnotateCounts.read(upstream)
     ok = [c for c in cands if c.reason != "failed"]
-    return {
-        "images": upstream["counts"]["images_ok"],
-        "annotated": upstream["counts"]["generations"],
-        "parseable": upstream["counts"]["qa_pairs"],
-        "answered": len(ok),
-        "teacher_consistent": sum(c.teacher_agrees for c in ok),
-        "student_fails": sum(c.teacher_agrees and not c.student_correct for c in ok),
-        "selected": sum(c.selected for c in cands),
-        "reasons": dict(reasons),
+    return IdentifyCounts(
+        images=annotated.images_ok,
+        annotated=annotated.generations,
+        parseable=annotated.qa_pairs,
+        answered=len(ok),
+        teacher_consistent=sum(c.teacher_agrees for c in ok),
+        student_fails=sum(c.teacher_agrees and not c.student_correct for c in ok),
+        selected=sum(c.selected for c in cands),
+        reasons=dict(Counter(c.reason for c in cands)),
         # What never became a candidate, by reason: whole generations (unparseable, empty, refusal, failed) and
         # single pairs (answer_too_long, duplicate_question, ...). Each is recorded in annotate/annotations.jsonl.
-        "rejected_at_annotate": {
-            **{k: v for k, v in upstream["counts"]["generation_status"].items() if k != "ok"},
-            **upstream["counts"]["pairs_rejected"],
-        },
-        "selected_by_answer_type": dict(Counter(c.answer_type for c in cands if c.selected)),
-    }
+        rejected_at_annotate=annotated.rejected(),
+        selected_by_answer_type=dict(Counter(c.answer_type for c in cands if c.selected)),
+    )

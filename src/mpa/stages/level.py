@@ -25,6 +25,7 @@ from typing import Any
 from mpa import distributed
 from mpa.backends import GenRequest, for_trained_weights, load_backend, load_training
 from mpa.config import ConfigError, LevelConfig, ModelConfig, MPAConfig
+from mpa.counts import LevelCounts
 from mpa.errors import RunError
 from mpa.metrics import match_answers, normalize_vqa_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
@@ -160,13 +161,13 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     sdir = rd.stage_dir(STAGE)
     cands = list(iter_jsonl(rd.stage_dir("identify") / "candidates.jsonl"))
     data = split_data(cands, cfg.level, cfg.seed)
-    counts = {name: len(rows) for name, rows in data.items()}
+    counts = LevelCounts(**{name: len(rows) for name, rows in data.items()})
     if distributed.is_main():
         val_ids = [r["qa_id"] for r in data["val"]]
-        atomic_write_json(sdir / "data_summary.json", {"counts": counts, "val_ids": val_ids})
+        atomic_write_json(sdir / "data_summary.json", {"counts": counts.model_dump(), "val_ids": val_ids})
     if not data["train"]:
         raise RunError(
-            f"level: nothing to train on in {rd.stage_dir('identify')} (selected={counts['gap']}): the student already "
+            f"level: nothing to train on in {rd.stage_dir('identify')} (selected={counts.gap}): the student already "
             "matches the teacher on every pseudo-QA, or annotation gave no usable pairs; see identify/manifest.json"
         )
     training = load_training(cfg.student, cfg, sdir / "trainer")
@@ -181,7 +182,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     if not distributed.is_main():
         distributed.barrier()  # the main process validates and writes the manifest
         return rd.require(STAGE)
-    outputs: dict[str, Any] = {"counts": counts, "output": str(out_dir), "resumed": resume is not None,
+    outputs: dict[str, Any] = {"counts": counts.model_dump(), "output": str(out_dir), "resumed": resume is not None,
                                "resumed_from": Path(resume).name if resume else None}  # fmt: skip
     if merge:
         outputs["merged"] = str(sdir / "merged")
