@@ -37,7 +37,8 @@ def write_identify(run: Path, n: int) -> None:
     rows = [
         {"qa_id": f"q{i}", "image_id": str(image_ids[i]), "image_path": str(paths[image_ids[i]]),
          "question": texts[i], "pseudo_answer": answers[i], "answer_type": answer_type(answers[i]),
-         "teacher_agrees": True, "student_correct": False, "selected": True, "reason": "selected"}
+         "teacher_answer": answers[i], "student_answer": "", "teacher_agrees": True, "teacher_consistency": 1.0,
+         "student_correct": False, "selected": True, "reason": "selected"}
         for i in range(n)
     ]  # fmt: skip
     rd = RunDir(run)

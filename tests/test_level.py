@@ -13,24 +13,35 @@ import torch
 from mpa.config import LevelConfig, build_config
 from mpa.errors import MPAError
 from mpa.pipeline import run_pipeline
+from mpa.records import CandidateRecord
 from mpa.stages.level import balance, split_data
 from tests.test_pipeline import make_tree
 
 
 def _cand(
     i: int, answer: str, atype: str, *, selected: bool, agrees: bool = True, correct: bool = False
-) -> dict[str, Any]:
-    return {
-        "qa_id": f"q{i}", "image_id": f"i{i}", "image_path": "x.png", "question": f"q{i}?",
-        "pseudo_answer": answer, "answer_type": atype, "teacher_agrees": agrees, "student_correct": correct,
-        "selected": selected, "reason": "selected" if selected else "student_correct",
-    }  # fmt: skip
+) -> CandidateRecord:
+    return CandidateRecord(
+        qa_id=f"q{i}",
+        image_id=f"i{i}",
+        image_path="x.png",
+        question=f"q{i}?",
+        pseudo_answer=answer,
+        answer_type=atype,
+        teacher_answer=answer if agrees else "other",
+        student_answer=answer if correct else "no",
+        teacher_agrees=agrees,
+        teacher_consistency=float(agrees),
+        student_correct=correct,
+        selected=selected,
+        reason="selected" if selected else "student_correct" if agrees else "teacher_inconsistent",
+    )
 
 
 def test_balance_by_answer_type_oversamples_small_groups() -> None:
     rows = [_cand(i, "red", "other", selected=True) for i in range(6)] + [_cand(9, "yes", "yes/no", selected=True)]
     out = balance(rows, LevelConfig(balance="answer_type"), random.Random(0))
-    types = [r["answer_type"] for r in out]
+    types = [r.answer_type for r in out]
     assert types.count("other") == 6 and types.count("yes/no") == 6
 
 
@@ -38,7 +49,7 @@ def test_max_per_answer_caps_dominant_answers() -> None:
     rows = [_cand(i, "Yes", "yes/no", selected=True) for i in range(10)]
     rows += [_cand(20 + i, "blue", "other", selected=True) for i in range(3)]
     out = balance(rows, LevelConfig(max_per_answer=4), random.Random(0))
-    assert sum(r["pseudo_answer"] == "Yes" for r in out) == 4 and len(out) == 7
+    assert sum(r.pseudo_answer == "Yes" for r in out) == 4 and len(out) == 7
 
 
 def test_split_is_disjoint_seeded_and_label_free() -> None:
@@ -47,14 +58,14 @@ def test_split_is_disjoint_seeded_and_label_free() -> None:
     cands += [_cand(300 + i, "x", "other", selected=False, agrees=False) for i in range(50)]
     lvl = LevelConfig(retention_ratio=0.5, val_fraction=0.2)
     data = split_data(cands, lvl, seed=0)
-    val = {r["qa_id"] for r in data["val"]}
-    train = {r["qa_id"] for r in data["train"]}
+    val = {r.qa_id for r in data["val"]}
+    train = {r.qa_id for r in data["train"]}
     assert not val & train
-    assert all(r["teacher_agrees"] for r in data["val"])  # held out from ALL teacher-consistent QAs
-    assert {r["selected"] for r in data["val"]} == {True, False}  # gap and retention alike
+    assert all(r.teacher_agrees for r in data["val"])  # held out from ALL teacher-consistent QAs
+    assert {r.selected for r in data["val"]} == {True, False}  # gap and retention alike
     assert 25 <= len(val) <= 55
     assert len(data["retention"]) == round(0.5 * len(data["gap"]))
-    assert all(r["student_correct"] and not r["selected"] for r in data["retention"])
+    assert all(r.student_correct and not r.selected for r in data["retention"])
     assert split_data(cands, lvl, seed=0) == data
     assert split_data(cands, lvl, seed=1)["val"] != data["val"]
 

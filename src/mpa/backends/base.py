@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from mpa.records import CandidateRecord
+
 
 @dataclass(frozen=True)
 class GenRequest:
@@ -70,12 +72,12 @@ def sample_seed(seed: int, key: str, sample: int) -> int:
 
 class Training(Protocol):
     """What a backend that can fine-tune its model's weights provides to the level stage (its config class names
-    it in `training`). Rows are identify's candidates (image_path, question, pseudo_answer); the student is taught
+    it in `training`). Rows are identify's candidates; the student is taught
     to answer each question with its pseudo-answer, asked exactly as it is asked at identify and evaluation."""
 
     history: list[dict[str, Any]]  # the training log: losses and validation losses by step
 
-    def fit(self, train: list[dict[str, Any]], val: list[dict[str, Any]]) -> str | None:
+    def fit(self, train: list[CandidateRecord], val: list[CandidateRecord]) -> str | None:
         """Train (validating on `val`, if any), going on from the last complete checkpoint as if never
         interrupted; leaves the best weights in the model. Returns the checkpoint it resumed from, or None."""
         ...

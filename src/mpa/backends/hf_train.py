@@ -24,6 +24,7 @@ from mpa.config import LANGUAGE_MODEL_LINEAR, LevelConfig, ModelConfig, MPAConfi
 from mpa.errors import MPAError
 from mpa.progress import progress
 from mpa.prompts import render_answer_prompt
+from mpa.records import CandidateRecord
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class HFTraining:
         self.trainer: Any = None
         self.processor: Any = None
 
-    def fit(self, train: list[dict[str, Any]], val: list[dict[str, Any]]) -> str | None:
+    def fit(self, train: list[CandidateRecord], val: list[CandidateRecord]) -> str | None:
         cfg = self.cfg
         model, self.processor = _load_student(cfg.student, cfg.level)
         val_ds = _dataset(val, cfg.student) if val else None
@@ -77,15 +78,15 @@ class HFTraining:
             torch.cuda.empty_cache()
 
 
-def _dataset(rows: list[dict[str, Any]], student: ModelConfig):  # -> datasets.Dataset
+def _dataset(rows: list[CandidateRecord], student: ModelConfig):  # -> datasets.Dataset
     """Prompt/completion rows whose images are decoded on access exactly as at identify and evaluation time
     (EXIF rotation, alpha on white, pixel budget), so the student trains on what it is later shown."""
     import datasets
 
     data = {
-        "images": [[r["image_path"]] for r in rows],
-        "prompt": [render_answer_prompt(r["question"]) for r in rows],
-        "completion": [r["pseudo_answer"] for r in rows],
+        "images": [[r.image_path] for r in rows],
+        "prompt": [render_answer_prompt(r.question) for r in rows],
+        "completion": [r.pseudo_answer for r in rows],
     }
 
     def decode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:

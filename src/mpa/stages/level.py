@@ -29,7 +29,8 @@ from mpa.counts import LevelCounts
 from mpa.errors import RunError
 from mpa.metrics import match_answers, normalize_vqa_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
-from mpa.rundir import RunDir, atomic_write_json, atomic_write_text, fingerprint, iter_jsonl
+from mpa.records import CandidateRecord
+from mpa.rundir import RunDir, atomic_write_json, atomic_write_text, fingerprint, read_records
 from mpa.stages.common import model_identity
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,12 @@ def _unit(seed: int, key: str) -> float:
     return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") / 2**64
 
 
-def balance(rows: list[dict[str, Any]], lvl: LevelConfig, rng: random.Random) -> list[dict[str, Any]]:
+def balance(rows: list[CandidateRecord], lvl: LevelConfig, rng: random.Random) -> list[CandidateRecord]:
     """Cap samples per answer, then oversample smaller groups (answer type or answer) to the largest group."""
     if lvl.max_per_answer is not None:
-        by_answer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        by_answer: dict[str, list[CandidateRecord]] = defaultdict(list)
         for row in rows:
-            by_answer[normalize_vqa_answer(row["pseudo_answer"])].append(row)
+            by_answer[normalize_vqa_answer(row.pseudo_answer)].append(row)
         rows = [
             r
             for group in by_answer.values()
@@ -64,9 +65,9 @@ def balance(rows: list[dict[str, Any]], lvl: LevelConfig, rng: random.Random) ->
         ]
     if lvl.balance == "none" or not rows:
         return rows
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[str, list[CandidateRecord]] = defaultdict(list)
     for row in rows:
-        key = row["answer_type"] if lvl.balance == "answer_type" else normalize_vqa_answer(row["pseudo_answer"])
+        key = row.answer_type if lvl.balance == "answer_type" else normalize_vqa_answer(row.pseudo_answer)
         groups[key].append(row)
     target = max(len(g) for g in groups.values())
     out = []
@@ -76,22 +77,14 @@ def balance(rows: list[dict[str, Any]], lvl: LevelConfig, rng: random.Random) ->
     return out
 
 
-def split_data(cands: list[dict[str, Any]], lvl: LevelConfig, seed: int) -> dict[str, list[dict[str, Any]]]:
+def split_data(cands: list[CandidateRecord], lvl: LevelConfig, seed: int) -> dict[str, list[CandidateRecord]]:
     """Gap (balanced), retention and validation sets, disjoint; every choice seeded."""
     rng = random.Random(seed)
-    val = [
-        c
-        for c in cands
-        if c["teacher_agrees"] and c["reason"] != "failed" and _unit(seed, c["qa_id"]) < lvl.val_fraction
-    ]
-    val_ids = {c["qa_id"] for c in val}
-    gap = [c for c in cands if c["selected"] and c["qa_id"] not in val_ids]
+    val = [c for c in cands if c.teacher_agrees and c.reason != "failed" and _unit(seed, c.qa_id) < lvl.val_fraction]
+    val_ids = {c.qa_id for c in val}
+    gap = [c for c in cands if c.selected and c.qa_id not in val_ids]
     gap_balanced = balance(gap, lvl, rng)
-    pool = [
-        c
-        for c in cands
-        if c["teacher_agrees"] and c["student_correct"] and not c["selected"] and c["qa_id"] not in val_ids
-    ]
+    pool = [c for c in cands if c.teacher_agrees and c.student_correct and not c.selected and c.qa_id not in val_ids]
     n_ret = min(len(pool), round(lvl.retention_ratio * len(gap_balanced)))
     retention = rng.sample(pool, n_ret)
     train = gap_balanced + retention
@@ -99,7 +92,7 @@ def split_data(cands: list[dict[str, Any]], lvl: LevelConfig, seed: int) -> dict
     return {"gap": gap, "train": train, "retention": retention, "val": val}
 
 
-def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[dict[str, Any]], out: Path) -> float | None:
+def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[CandidateRecord], out: Path) -> float | None:
     """Share of held-out teacher-consistent QAs the model answers like the pseudo-answer (label-free). Each answer
     is written to `out` (val_predictions.jsonl: the report shows them as "student after")."""
     if not val:
@@ -109,9 +102,9 @@ def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[dict[str, Any]
 
     backend = load_backend(student)
     try:
-        images = {r["image_id"]: load_image(ImageSource(r["image_path"], Path(r["image_path"]))).image for r in val}
+        images = {r.image_id: load_image(ImageSource(r.image_path, Path(r.image_path))).image for r in val}
         requests = [
-            GenRequest(key=r["qa_id"], prompt=render_answer_prompt(r["question"]), image=images[r["image_id"]],
+            GenRequest(key=r.qa_id, prompt=render_answer_prompt(r.question), image=images[r.image_id],
                        max_new_tokens=cfg.identify.max_new_tokens, repetition_penalty=cfg.identify.repetition_penalty)
             for r in val
         ]  # fmt: skip
@@ -121,11 +114,11 @@ def _val_accuracy(cfg: MPAConfig, student: ModelConfig, val: list[dict[str, Any]
     ident = cfg.identify
     answers = [parse_short_answer(res.texts[0]) if res.texts else "" for res in results]
     hits = [
-        match_answers(answer, r["pseudo_answer"], ident.matcher,
+        match_answers(answer, r.pseudo_answer, ident.matcher,
                       anls_threshold=ident.anls_threshold, relaxed_tolerance=ident.relaxed_tolerance)
         for r, answer in zip(val, answers, strict=True)
     ]  # fmt: skip
-    rows = [{"qa_id": r["qa_id"], "answer": a, "correct": h, "error": res.error}
+    rows = [{"qa_id": r.qa_id, "answer": a, "correct": h, "error": res.error}
             for r, a, h, res in zip(val, answers, hits, results, strict=True)]  # fmt: skip
     atomic_write_text(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return sum(hits) / len(hits)
@@ -159,11 +152,11 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
         log.info("level: already complete with these settings, skipped")
         return rd.require(STAGE)
     sdir = rd.stage_dir(STAGE)
-    cands = list(iter_jsonl(rd.stage_dir("identify") / "candidates.jsonl"))
+    cands = list(read_records(rd.stage_dir("identify") / "candidates.jsonl", CandidateRecord))
     data = split_data(cands, cfg.level, cfg.seed)
     counts = LevelCounts(**{name: len(rows) for name, rows in data.items()})
     if distributed.is_main():
-        val_ids = [r["qa_id"] for r in data["val"]]
+        val_ids = [r.qa_id for r in data["val"]]
         atomic_write_json(sdir / "data_summary.json", {"counts": counts.model_dump(), "val_ids": val_ids})
     if not data["train"]:
         raise RunError(
@@ -187,7 +180,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
     if merge:
         outputs["merged"] = str(sdir / "merged")
     after = trained_student(cfg, sdir)
-    val_before = sum(r["student_correct"] for r in data["val"]) / len(data["val"]) if data["val"] else None
+    val_before = sum(r.student_correct for r in data["val"]) / len(data["val"]) if data["val"] else None
     metrics = {
         "log_history": history,
         "best_checkpoint": _best(history),
