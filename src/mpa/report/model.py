@@ -22,7 +22,8 @@ import yaml
 from mpa.contract import CHAIN, PIPELINE, STAGES
 from mpa.counts import AnnotateCounts, IdentifyCounts, LevelCounts
 from mpa.errors import MPAError
-from mpa.rundir import RunDir, atomic_write_json, iter_jsonl, latest_by_key, read_json
+from mpa.records import CandidateRecord
+from mpa.rundir import RunDir, atomic_write_json, iter_jsonl, latest_by_key, read_json, read_records
 
 T = TypeVar("T")
 EXAMPLES = 10  # benchmark questions shown for what the student gained, and for what it lost
@@ -331,7 +332,9 @@ def collect(run_dir: Path | str) -> RunReport:
         )
     if status["evaluate"] == "complete" and "student_after" not in str(summary["benchmarks"]):
         missing["changes"] = "no before/after comparison: the leveled student was not evaluated"
-    cands = list(iter_jsonl(rd.stage_dir("identify") / "candidates.jsonl")) if status["identify"] == "complete" else []
+    path = rd.stage_dir("identify") / "candidates.jsonl"
+    # read through the record type they were written as (a hand-edited line is one error naming file and line)
+    cands = [c.model_dump() for c in read_records(path, CandidateRecord)] if status["identify"] == "complete" else []
     after = {r["qa_id"]: r for r in iter_jsonl(rd.stage_dir("level") / "val_predictions.jsonl")}
     cands = [{**c, "after": after.get(c["qa_id"])} for c in cands]
     held_out_first = sorted(cands, key=lambda c: c["after"] is None)  # stable: file order within each group
