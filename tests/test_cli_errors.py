@@ -115,3 +115,13 @@ def test_a_missing_package_is_one_line_naming_what_to_install(
         assert len(err) == 1 and "requires the Torchvision library" in err[0], err
         assert "pip install torchvision" in err[0] and "teacher.model" in err[0]
     assert _snapshot(tmp_path / "run") == {}
+
+
+def test_an_import_error_in_mpa_itself_suggests_no_package() -> None:
+    """A broken mpa install (one of its modules fails to import) is not a package to pip install."""
+    from mpa.backends import missing_package
+
+    own = ImportError("cannot import name 'progress' from 'mpa.stages.common'", name="mpa.stages.common")
+    assert missing_package(own) == "cannot import name 'progress' from 'mpa.stages.common'"
+    other = ImportError("No module named 'peft'", name="peft")
+    assert missing_package(other).endswith("(install it: pip install peft)")

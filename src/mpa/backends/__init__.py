@@ -43,7 +43,9 @@ def missing_package(err: ImportError) -> str:
         if needle in text.lower():
             return f"{text} (install it: pip install {package})"
     name = getattr(err, "name", None)
-    return f"{text} (install it: pip install {name})" if name else text
+    if not name or name.split(".")[0] == "mpa":  # mpa's own code failed to import: no package to install
+        return text
+    return f"{text} (install it: pip install {name})"
 
 
 def _looks_local(ref: str) -> bool:
