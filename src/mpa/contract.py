@@ -6,18 +6,18 @@ manifest's `counts` are written and read through the typed model declared here (
 tests/test_stages_scripted.py checks every stage writes exactly its fields). Declaring
 inputs and outputs the way distilabel's steps do lets a reader see the data flow without opening a stage.
 
-The module imports nothing of mpa but the count models (which import nothing of mpa), so any module may import
-it without a cycle; a stage's code is found by name (`runner`) only when it runs.
+The module imports nothing of mpa but the count models and `mpa.lazy` (which import nothing of mpa), so any
+module may import it without a cycle; a stage's code is found by name (`runner`) only when it runs.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mpa.counts import AnnotateCounts, Counts, EvaluateCounts, IdentifyCounts, LevelCounts, unit_io
+from mpa.lazy import import_ref
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,7 @@ class Stage:
     resumable_units: bool = False  # its work is split into units with manifests of their own (evaluate/<model>/<b>)
 
     def load(self) -> Callable[..., dict[str, Any]]:
-        module, function = self.runner.split(":")
-        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+        return import_ref(self.runner)  # type: ignore[no-any-return]
 
     def read_counts(self, manifest: dict[str, Any]) -> Counts:
         """The counts of this stage's `manifest`, typed (see `Counts.read`)."""

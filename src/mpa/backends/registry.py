@@ -7,11 +7,11 @@ each holding one ordinary backend) can build a backend without the package and t
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from mpa.backends.base import Backend, Training
 from mpa.config import BACKEND_CONFIGS, ConfigError, ModelConfig, MPAConfig
+from mpa.lazy import import_ref
 
 REGISTRY: dict[str, str] = {name: c.implementation for name, c in BACKEND_CONFIGS.items()}
 
@@ -20,9 +20,7 @@ def create_backend(cfg: ModelConfig) -> Backend:
     """Instantiate the backend named by `cfg.backend` in this process (heavy imports happen only here)."""
     if cfg.backend not in REGISTRY:
         raise ValueError(f"unknown backend '{cfg.backend}'; choose one of {sorted(REGISTRY)}")
-    module_name, cls_name = REGISTRY[cfg.backend].split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(cfg)
+    return import_ref(REGISTRY[cfg.backend])(cfg)  # type: ignore[no-any-return]
 
 
 def create_training(cfg: ModelConfig, run: MPAConfig, trainer_dir: Path) -> Training:
@@ -32,6 +30,4 @@ def create_training(cfg: ModelConfig, run: MPAConfig, trainer_dir: Path) -> Trai
             f"student.backend: a {cfg.backend} model has no weights to fine-tune, so level cannot train it; run "
             "annotate/identify/evaluate only (--stages), or use a student with weights (hf, vllm, openai)"
         )
-    module_name, cls_name = type(cfg).training.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(run, trainer_dir)
+    return import_ref(type(cfg).training)(run, trainer_dir)  # type: ignore[no-any-return]

@@ -7,8 +7,7 @@ when first used, so a strategy living outside mpa can be registered by its impor
 
 from __future__ import annotations
 
-import importlib
-
+from mpa.lazy import import_ref
 from mpa.strategies.base import Decision, Strategy
 
 REGISTRY: dict[str, str] = {
@@ -29,8 +28,7 @@ def check_name(name: str) -> str:
 
 def load_strategy(name: str) -> Strategy:
     """The strategy registered as `name` (imported now); an unknown name raises ValueError."""
-    module_name, attr = REGISTRY[check_name(name)].split(":")
-    strategy = getattr(importlib.import_module(module_name), attr)
+    strategy = import_ref(REGISTRY[check_name(name)])
     if not isinstance(strategy, Strategy):
         raise TypeError(f"{REGISTRY[name]} is a {type(strategy).__name__}, not a mpa.strategies.Strategy")
     return strategy

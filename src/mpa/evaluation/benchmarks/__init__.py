@@ -18,10 +18,10 @@ Each loader module documents its format and sources: `vqa_formats` (TextVQA, ST-
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from mpa.evaluation.benchmarks.common import BenchmarkError, BenchmarkSpec, EvalSample, abs_path
+from mpa.lazy import import_ref
 
 __all__ = ["BENCHMARKS", "BenchmarkError", "BenchmarkSpec", "EvalSample", "get_benchmark", "load_benchmark"]
 
@@ -40,8 +40,7 @@ def get_benchmark(name: str) -> BenchmarkSpec:
     """The benchmark registered as `name` (its module imported now); an unknown name is a `BenchmarkError`."""
     if name not in BENCHMARKS:
         raise BenchmarkError(f"unknown benchmark {name!r}; expected one of {', '.join(BENCHMARKS)}")
-    module, attr = BENCHMARKS[name].split(":")
-    spec = getattr(importlib.import_module(module), attr)
+    spec = import_ref(BENCHMARKS[name])
     if not isinstance(spec, BenchmarkSpec):
         raise TypeError(f"{BENCHMARKS[name]} is a {type(spec).__name__}, not a BenchmarkSpec")
     return spec
