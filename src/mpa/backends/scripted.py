@@ -15,7 +15,7 @@ An outage is not part of the model (a rerun after it must resume, not see "other
 the environment: `MPA_SCRIPTED_FAIL` = comma-separated request keys to fail, or `*` for every request.
 
 Replies: a prompt whose first line is a question (ends with "?") is answered with the image's colour (the palette
-colour nearest its mean pixel, `mpa.testing.tiny.COLOR_PALETTE`) if known, else `otherwise`; any other prompt is an
+colour nearest its mean pixel, `PALETTE`) if known, else `otherwise`; any other prompt is an
 annotate prompt, answered with one pseudo-QA about the colour — as a JSON list if the prompt mentions JSON, else as
 `Question: ... Answer: ...` lines. Outputs never depend on batching, sampling or seeds.
 """
@@ -42,7 +42,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "purple": (130, 40, 170),
     "black": (20, 20, 20),
     "white": (235, 235, 235),
-}  # the same colours `mpa.testing.tiny.make_color_images` paints (a copy: tiny.py pulls in torch)
+}  # also the colours `mpa.testing.tiny.make_color_images` paints
 
 
 @dataclass(frozen=True)

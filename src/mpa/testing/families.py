@@ -37,7 +37,7 @@ from pathlib import Path
 
 from mpa.testing import templates
 from mpa.testing.templates import build_tokenizer
-from mpa.testing.tiny import build_tiny_idefics3, build_tiny_llava
+from mpa.testing.tiny import build_tiny_idefics3, build_tiny_llava, save_checkpoint
 
 IMAGE_SIZE = 32  # fixed-size families; Qwen families allow 28-64 px (see the module docstring)
 PINPOINTS = [[IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE], [2 * IMAGE_SIZE, 2 * IMAGE_SIZE]]
@@ -68,7 +68,6 @@ def _vision(**overrides) -> dict:
 def _save(model_cls, config, processor, out_dir: Path, end_of_turn: Sequence[str], seed: int) -> Path:
     """Instantiate `model_cls(config)` with `seed`, set greedy generation ending at `end_of_turn`, save both."""
     import torch
-    from transformers import GenerationConfig
 
     torch.manual_seed(seed)
     model = model_cls(config)
@@ -76,20 +75,7 @@ def _save(model_cls, config, processor, out_dir: Path, end_of_turn: Sequence[str
         for param in model.parameters():  # would cut the image off the language model; no trained model has that
             if param.dim() >= 2 and not param.any():
                 param.normal_(0.0, 0.02)
-    tok = processor.tokenizer
-    eos = [tok.convert_tokens_to_ids(t) for t in end_of_turn]
-    model.generation_config = GenerationConfig(
-        eos_token_id=eos,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        do_sample=False,
-        max_new_tokens=64,
-    )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    return out_dir
+    return save_checkpoint(model, processor, out_dir, end_of_turn)
 
 
 def _qwen(template: str, config_cls, vision: dict, processor_cls, video_cls, patch_size: int, *, think=False, **text):

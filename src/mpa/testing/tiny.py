@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mpa.backends.scripted import PALETTE
+
 if TYPE_CHECKING:
     from transformers import LlamaConfig, PreTrainedModel, PreTrainedTokenizerFast, ProcessorMixin
 
@@ -54,16 +56,7 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<|assistant|>' -}}{%- endif -%}"
 )
 
-COLOR_PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 40),
-    "blue": (30, 50, 220),
-    "yellow": (235, 220, 40),
-    "orange": (245, 140, 20),
-    "purple": (130, 40, 170),
-    "black": (20, 20, 20),
-    "white": (235, 235, 235),
-}
+COLOR_PALETTE = PALETTE  # the colours `make_color_images` paints; scripted models name them back
 QA_SUFFIX = "\nAnswer the question using a single word or phrase."
 WRITE_PROMPTS = (
     "Write a question about this image and its short answer.",
@@ -142,13 +135,18 @@ def _llama_config(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, 
     )
 
 
-def _save(model: PreTrainedModel, processor: ProcessorMixin, tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> Path:
+def save_checkpoint(
+    model: PreTrainedModel, processor: ProcessorMixin, out_dir: Path, end_of_turn: Sequence[str]
+) -> Path:
+    """Greedy generation that ends at the `end_of_turn` tokens, then the model and its processor saved to `out_dir`
+    (the tiny models here and every family in `mpa.testing.families`)."""
     from transformers import GenerationConfig
 
+    tok = processor.tokenizer
     model.generation_config = GenerationConfig(
-        eos_token_id=[tokenizer.convert_tokens_to_ids(END_TOKEN)],
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
+        eos_token_id=[tok.convert_tokens_to_ids(t) for t in end_of_turn],
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
         do_sample=False,
         max_new_tokens=64,
     )
@@ -207,7 +205,7 @@ def build_tiny_llava(
         num_additional_image_tokens=0,
         chat_template=CHAT_TEMPLATE,
     )
-    return _save(model, processor, tokenizer, out_dir)
+    return save_checkpoint(model, processor, out_dir, [END_TOKEN])
 
 
 def build_tiny_idefics3(
@@ -248,7 +246,7 @@ def build_tiny_idefics3(
         image_seq_len=(image_size // patch_size) ** 2 // scale_factor**2,
         chat_template=CHAT_TEMPLATE,
     )
-    return _save(model, processor, tokenizer, out_dir)
+    return save_checkpoint(model, processor, out_dir, [END_TOKEN])
 
 
 def make_color_images(out_dir: Path, n: int, *, size: int = 32, seed: int = 0) -> list[tuple[Path, str]]:
