@@ -17,7 +17,7 @@ from mpa.records import AnswerRecord, CandidateRecord, QARecord
 from mpa.rundir import RunDir, atomic_write_json, iter_jsonl
 from mpa.stages import identify
 from mpa.stages.identify import decide
-from mpa.strategies import REGISTRY, Decision, Strategy
+from mpa.strategies import REGISTRY, Decision, Selection, Strategy
 
 QA = {"qa_id": "a/0/0", "image_id": "a", "image_path": "a.png", "question": "q?", "answer_type": "other"}
 
@@ -152,7 +152,10 @@ EXPECTED_REASONS = {
     "student_fails": ("selected", "student_correct", "selected", "student_correct", "selected"),
     # a seeded sample of the answered five, as many as parity keeps (one)
     "random": ("not_sampled", "not_sampled", "not_sampled", "selected", "not_sampled"),
+    # gap scores (teacher sample share minus student): 1, 0, 0, -1, 0; kept at >= 0 (STRATEGY_OPTIONS)
+    "graded": ("selected", "selected", "selected", "below_gap_score", "selected"),
 }
+STRATEGY_OPTIONS: dict[str, dict[str, Any]] = {"graded": {"min_gap_score": 0.0}}
 
 
 def test_strategy_table_tells_every_strategy_apart() -> None:
@@ -164,8 +167,9 @@ def test_strategy_table_tells_every_strategy_apart() -> None:
 
 @pytest.mark.parametrize("strategy", sorted(EXPECTED_REASONS))
 def test_each_strategy_selects_its_own_set(tmp_path: Path, strategy: str) -> None:
-    cands = _run(tmp_path, KINDS, strategy=strategy)
+    cands = _run(tmp_path, KINDS, strategy=strategy, **STRATEGY_OPTIONS.get(strategy, {}))
     assert [c.qa_id for c in cands] == list(KINDS)
+    assert [c.gap_score for c in cands][:5] == [1.0, 0.0, 0.0, -1.0, 0.0]  # kept on every candidate
     assert tuple(c.reason for c in cands) == (*EXPECTED_REASONS[strategy], "failed")
 
 
@@ -201,7 +205,7 @@ def _agreement(teacher_match: bool, consistent: bool, student_correct: bool) -> 
     return (True, "selected") if consistent and student_correct else (False, "student_correct")
 
 
-def _first_two(candidates: list[CandidateRecord], seed: int) -> list[CandidateRecord]:
+def _first_two(candidates: list[CandidateRecord], selection: Selection) -> list[CandidateRecord]:
     kept = [c.qa_id for c in candidates if c.selected][:2]
     out = []
     for c in candidates:
@@ -217,7 +221,9 @@ AGREEMENT = Strategy(_agreement, _first_two)  # registered by the test below, as
 def test_a_registered_strategy_works_through_config_cli_and_identify(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(ConfigError, match="unknown strategy 'agreement'; valid strategies: all, parity, random"):
+    with pytest.raises(
+        ConfigError, match="unknown strategy 'agreement'; valid strategies: all, graded, parity, random"
+    ):
         _run(tmp_path, KINDS, strategy="agreement")
     monkeypatch.setitem(REGISTRY, "agreement", f"{__name__}:AGREEMENT")
     assert build_parser().parse_args(["identify", "--strategy", "agreement"]).strategy == "agreement"
@@ -232,4 +238,44 @@ def test_unknown_strategy_names_the_valid_ones() -> None:
         build_config({"run_dir": "r", "images": {"path": "i"}, "teacher": {"model": "t"}, "student": {"model": "s"},
                       "identify": {"strategy": "parity_v2"}})  # fmt: skip
     assert "identify.strategy" in str(info.value)
-    assert "valid strategies: all, parity, random, student_fails, teacher_consistent" in str(info.value)
+    assert "valid strategies: all, graded, parity, random, student_fails, teacher_consistent" in str(info.value)
+
+
+def _answers(*answers: str) -> AnswerRecord:
+    return AnswerRecord(qa_id="q", raw=list(answers), answers=list(answers))
+
+
+def test_teacher_consensus_rules_votes_and_gap_score() -> None:
+    qa = QARecord(qa_id="q", image_id="i", image_path="i.png", question="colour?", pseudo_answer="red",
+                  answer_type="other")  # fmt: skip
+    first, wrong, right, student = _answers("red"), _answers("blue"), _answers("red"), _answers("blue")
+    for rule, agrees in (("all", False), ("majority", True), ("any", True)):
+        c = decide(qa, first, student, IdentifyConfig(consensus=rule), [wrong, right])
+        assert c.teacher_agrees is agrees and c.selected is agrees
+        assert c.teacher_votes == [True, False, True]
+        assert c.gap_score == round(2 / 3, 4)  # two of three teachers agree, the student does not
+        assert c.reason == ("selected" if agrees else "teacher_inconsistent")
+    tie = decide(qa, first, student, IdentifyConfig(consensus="majority"), [wrong])
+    assert not tie.teacher_agrees  # one of two is not a majority
+    alone = decide(qa, first, _answers("red"), IdentifyConfig())
+    assert alone.teacher_votes is None and alone.gap_score == 0.0
+    failed = decide(qa, first, student, IdentifyConfig(), [AnswerRecord(qa_id="q", raw=[], answers=[], error="x")])
+    assert failed.reason == "failed"  # any teacher's failed request: never selected
+
+
+def test_graded_ranks_by_gap_score_with_a_threshold_or_a_top_share(tmp_path: Path) -> None:
+    cases: dict[str, Case] = {
+        "full": (["red", "red", "red"], "blue"),  # samples agree 2/2, student wrong: 1.0
+        "half": (["red", "red", "blue"], "blue"),  # 1/2: 0.5
+        "none": (["red", "blue", "blue"], "blue"),  # 0/2: 0.0
+        "known": (["red", "red", "red"], "red"),  # 1.0 - 1: 0.0
+    }
+    scores = {c.qa_id: c.gap_score for c in _run(tmp_path, cases, strategy="graded")}
+    assert scores == {"full": 1.0, "half": 0.5, "none": 0.0, "known": 0.0}
+    assert [c.qa_id for c in _run(tmp_path, cases, strategy="graded") if c.selected] == ["full", "half"]
+    assert [c.qa_id for c in _run(tmp_path, cases, strategy="graded", min_gap_score=0.75) if c.selected] == ["full"]
+    top = _run(tmp_path, cases, strategy="graded", min_gap_score=-1.0, top_share=0.5)
+    assert [c.qa_id for c in top if c.selected] == ["full", "half"]  # the best half of four
+    assert {c.reason for c in top if not c.selected} == {"below_gap_score"}
+    # parity on the same answers keeps only what its yes/no rule allows (self-consistency share >= 0.5)
+    assert [c.qa_id for c in _run(tmp_path, cases, strategy="parity") if c.selected] == ["full", "half"]

@@ -39,6 +39,21 @@ def pool(tmp_path: Path) -> Path:
     return folder
 
 
+def benchmark_images(tmp_path: Path) -> list[Path]:
+    """One test image per colour: the colour with a white square in the middle — not a copy of any pool image
+    (the contamination guard would leave copies out), still answered with its colour by the scripted models."""
+    from PIL import Image, ImageDraw
+
+    folder = tmp_path / "bench_images"
+    if not folder.exists():
+        folder.mkdir()
+        for i, colour in enumerate(COLOURS * 2):
+            image = Image.new("RGB", (64, 64), PALETTE[colour])
+            ImageDraw.Draw(image).rectangle((22 + i, 22, 41, 41), fill=(255, 255, 255))
+            image.save(folder / f"{i:02d}_{colour}.png")
+    return sorted(folder.glob("*.png"))
+
+
 def scripted_tree(tmp_path: Path, pool: Path, student: Script | None = None, teacher: Script | None = None,
                   **sections: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     teacher_file = (teacher or Script()).write(tmp_path / "teacher.json")
@@ -46,7 +61,7 @@ def scripted_tree(tmp_path: Path, pool: Path, student: Script | None = None, tea
     bench = tmp_path / "bench.jsonl"
     bench.write_text("".join(json.dumps({"image": str(p), "question": "What colour is the image?",
                                          "answers": [p.stem.split("_")[1]]}) + "\n"
-                             for p in sorted(pool.glob("*.png"))))  # fmt: skip
+                             for p in benchmark_images(tmp_path)))  # fmt: skip
     tree: dict[str, Any] = {
         "run_dir": str(tmp_path / "run"),
         "images": {"path": str(pool)},

@@ -53,6 +53,8 @@ FLAG_KEYS = {
     "matcher": "identify.matcher",
     "strategy": "identify.strategy",
     "method": "level.method",
+    "rounds": "rounds.count",
+    "allow_contamination": "contamination.allow",
     "device": None,  # applies to both models
 }
 
@@ -80,6 +82,10 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", choices=list(strategies.REGISTRY),
                    help="which pseudo-QAs to train on (parity = teacher right, student wrong)")  # fmt: skip
     p.add_argument("--method", choices=["lora", "full"], help="fine-tuning method for PL")
+    p.add_argument("--rounds", type=int, help="rounds of identify → level, each from the last leveled student "
+                   "(default 1; stops early when label-free validation accuracy stops improving)")  # fmt: skip
+    p.add_argument("--allow-contamination", action="store_true", default=None,
+                   help="keep pool images that copy benchmark images (default: left out)")  # fmt: skip
     p.add_argument("--device", help="device for both models: auto, cpu, cuda, cuda:1")
     p.add_argument("--seed", type=int, help="seed for sampling, selection and training (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -256,7 +256,26 @@ class IdentifyConfig(_Strict):
     strategy: str = Field(
         "parity",
         description="Which pseudo-QAs to keep, a name in mpa.strategies.REGISTRY: parity (teacher right, student "
-        "wrong), all, random (seeded, the parity set's size), teacher_consistent, student_fails.",
+        "wrong), all, random (seeded, the parity set's size), teacher_consistent, student_fails, graded (ranked by "
+        "gap score: teacher agreement share minus student agreement).",
+    )
+    consensus: Literal["all", "majority", "any"] = Field(
+        "all",
+        description="With more `teachers`: how many of the teachers (the annotating one included) must answer like "
+        "the pseudo-answer for it to count as teacher-consistent.",
+    )
+    min_gap_score: float = Field(
+        0.5,
+        ge=-1.0,
+        le=1.0,
+        description="strategy graded: keep candidates whose gap score (teacher agreement share minus student "
+        "agreement, in [-1, 1]) is at least this.",
+    )
+    top_share: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="strategy graded: keep only this share of all candidates, highest scores first.",
     )
     self_consistency: int = Field(1, ge=1, description="k sampled teacher answers (1 = greedy only).")
     self_consistency_min_share: float = Field(0.5, gt=0.0, le=1.0, description="Share of samples that must agree.")
@@ -337,6 +356,34 @@ class EvaluateConfig(_Strict):
     repetition_penalty: float = Field(1.0, gt=0.0, description="1.0 = off, for every model and backend.")
 
 
+class ContaminationConfig(_Strict):
+    """The contamination guard (mpa/contamination.py): before annotate, every pool image is compared with the images
+    of the `evaluate.benchmarks`; near-duplicates (copies, resized, re-encoded or slightly cropped) are left out."""
+
+    check: bool = Field(True, description="Scan the pool against the evaluation benchmarks' images.")
+    allow: bool = Field(
+        False, description="Keep flagged images in the pool (they are still listed in RUN_DIR/contamination/)."
+    )
+
+
+class RoundsConfig(_Strict):
+    """Rounds beyond the paper: after leveling, the leveled student is asked again, the gaps it still has are
+    selected and it is leveled again (RUN_DIR/rounds/<r>/, each round a run directory of its own)."""
+
+    count: int = Field(1, ge=1, description="Rounds of identify → level (1 = the paper's single pass).")
+    pool: Literal["same", "slices"] = Field(
+        "same",
+        description="same = every round asks about the whole pool (its annotations are reused); slices = round r "
+        "annotates only the r-th of `count` parts of the pool.",
+    )
+    stop_early: bool = Field(
+        True,
+        description="Stop after a round whose label-free validation accuracy gains less than `min_gain` over the "
+        "student it started from (no label is read); the previous round's student is the result.",
+    )
+    min_gain: float = Field(0.0, description="Smallest label-free validation accuracy gain that earns another round.")
+
+
 class ExportConfig(_Strict):
     """Formats the parity set is exported to, for other fine-tuning frameworks."""
 
@@ -371,12 +418,28 @@ class MPAConfig(_Strict):
     images: ImagesConfig
     teacher: ModelConfig
     student: ModelConfig
+    teachers: list[ModelConfig] = Field(
+        default_factory=list,
+        description="More teachers that answer every pseudo-question at identify, any backend each; a pseudo-QA is "
+        "teacher-consistent under `identify.consensus` over all of them and `teacher`.",
+    )
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
     identify: IdentifyConfig = Field(default_factory=IdentifyConfig)
     level: LevelConfig = Field(default_factory=LevelConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
+    rounds: RoundsConfig = Field(default_factory=RoundsConfig)
+
+    @model_validator(mode="after")
+    def _rounds_need_a_model_to_start_from(self) -> MPAConfig:
+        if self.rounds.count > 1 and self.level.method == "lora" and not self.level.merge:
+            raise ValueError(
+                "rounds.count > 1 with level.method lora needs level.merge: true (each round starts from the "
+                "previous round's merged model)"
+            )
+        return self
 
     @field_validator("run_dir")
     @classmethod

@@ -47,7 +47,9 @@ class AnnotateCounts(Counts):
     images_ok: int = 0  # decoded and annotated
     images_duplicate: int = 0  # byte-identical to an earlier image
     images_skipped: int = 0
-    skip_reasons: dict[str, int] = Field(default_factory=dict)  # unreadable, too_small, ...
+    skip_reasons: dict[str, int] = Field(default_factory=dict)  # unreadable, too_small, contaminated, ...
+    images_flagged: int = 0  # near-duplicates of a benchmark image (left out unless contamination.allow)
+    questions_in_benchmarks: int = 0  # pseudo-questions whose normalised text is a benchmark question
     generations: int = 0  # teacher calls
     generation_status: dict[str, int] = Field(default_factory=dict)  # ok, unparseable, empty, refusal, failed
     pairs_rejected: dict[str, int] = Field(default_factory=dict)  # answer_too_long, duplicate_question, ...
@@ -80,6 +82,8 @@ class IdentifyCounts(Counts):
     reasons: dict[str, int] = Field(default_factory=dict)  # every candidate's reason (selected, student_correct, ...)
     rejected_at_annotate: dict[str, int] = Field(default_factory=dict)  # AnnotateCounts.rejected()
     selected_by_answer_type: dict[str, int] = Field(default_factory=dict)
+    teacher_agreement: dict[str, float] = Field(default_factory=dict)  # per teacher role: share agreeing
+    gap_scores: dict[str, int] = Field(default_factory=dict)  # histogram of candidates' gap scores ("+0.50": n)
 
     def io(self) -> dict[str, Any]:
         skipped = {r: n for r, n in self.reasons.items() if r not in ("selected", "failed")}

@@ -33,7 +33,7 @@ def stage_fingerprints(cfg: MPAConfig, rd: RunDir) -> dict[str, tuple[str, dict[
         manifest = rd.manifest(stage)
         return manifest["fingerprint"] if manifest else computed
 
-    a = annotate.stage_settings(cfg) if Path(cfg.images.path).exists() else {"images": cfg.images.model_dump()}
+    a = annotate.planned_settings(cfg, rd) if Path(cfg.images.path).exists() else {"images": cfg.images.model_dump()}
     a_fp = fingerprint(a)
     i = identify.stage_settings(cfg, upstream("annotate", a_fp))
     i_fp = fingerprint(i)
@@ -65,8 +65,12 @@ def check_inputs(cfg: MPAConfig, stages: list[str] | None = None) -> None:
         evaluate.check_benchmarks(cfg)
     if "annotate" in stages and not Path(cfg.images.path).exists():
         raise ConfigError(f"images.path: {cfg.images.path} does not exist (give a folder, .txt/.jsonl list or dataset)")
-    for role in ("teacher", "student"):
-        model = getattr(cfg, role)
+    models = [
+        ("teacher", cfg.teacher),
+        ("student", cfg.student),
+        *((f"teachers.{i}", t) for i, t in enumerate(cfg.teachers)),
+    ]
+    for role, model in models:
         if model.adapter and not (Path(model.adapter).expanduser() / "adapter_config.json").exists():
             raise ConfigError(f"{role}.adapter: {model.adapter} has no adapter_config.json (a PEFT adapter folder)")
         # what the backend needs of the model: a checkpoint folder whose processor loads (chat template,

@@ -68,6 +68,7 @@ Reason = Literal[
     "teacher_inconsistent",
     "student_correct",
     "not_sampled",
+    "below_gap_score",
     "failed",
 ]
 
@@ -88,3 +89,5 @@ class CandidateRecord(_Record):
     student_correct: bool
     selected: bool
     reason: Reason
+    gap_score: float | None = None  # teacher agreement share minus student agreement, in [-1, 1] (strategy graded)
+    teacher_votes: list[bool] | None = None  # with more teachers: each one's verdict, the annotating teacher first

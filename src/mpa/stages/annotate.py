@@ -5,18 +5,25 @@ Inputs: the images named by `cfg.images`. Outputs in RUN_DIR/annotate/:
   annotations.jsonl   every teacher generation with its raw text and parse status (key: image_id/sample)
   qa.jsonl            accepted pseudo-QA pairs, derived from annotations.jsonl when the stage ends (key: qa_id)
   images/             copies of images that came from a HF dataset (so later stages and exports have paths)
+Before any image is annotated, the contamination guard (`contamination.check`) compares the pool with the images
+of every `evaluate.benchmarks` entry; near-duplicates are recorded as skipped with reason `contaminated` (kept with
+`contamination.allow`). The scan is cached in RUN_DIR/contamination/ (flagged.jsonl, manifest.json).
   usage.jsonl         token counts of every generate call (summed into the manifest's `usage`)
   manifest.json       counts and token usage, written last
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import re
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mpa import contamination
 from mpa.backends import Backend, GenRequest, decoding_settings, load_backend
 from mpa.config import ConfigError, MPAConfig
 from mpa.counts import AnnotateCounts
@@ -28,10 +35,13 @@ from mpa.records import AnnotationRecord, ImageRecord, QARecord
 from mpa.rundir import (
     JsonlWriter,
     RunDir,
+    atomic_write_json,
     atomic_write_text,
     done_keys,
     fingerprint,
+    iter_jsonl,
     latest_by_key,
+    read_json,
     read_records,
     repair_jsonl,
 )
@@ -71,9 +81,12 @@ def annotate_request(cfg: MPAConfig, key: str, prompt: str, image: Any) -> GenRe
                       max_new_tokens=a.max_new_tokens, seed=cfg.seed)  # fmt: skip
 
 
-def stage_settings(cfg: MPAConfig, sources: list[ImageSource] | None = None) -> dict[str, Any]:
-    """Everything that changes this stage's outputs, and the exact decoding the teacher is asked with."""
-    return {
+def stage_settings(
+    cfg: MPAConfig, sources: list[ImageSource] | None = None, excluded: list[str] | None = None
+) -> dict[str, Any]:
+    """Everything that changes this stage's outputs, and the exact decoding the teacher is asked with. `excluded`:
+    the sources the contamination guard leaves out (absent when none, so earlier runs keep their fingerprint)."""
+    settings = {
         "images": cfg.images.model_dump(),
         "sources": sources_digest(sources if sources is not None else list_sources(cfg.images)),
         "teacher": model_identity(cfg.teacher),
@@ -82,6 +95,88 @@ def stage_settings(cfg: MPAConfig, sources: list[ImageSource] | None = None) -> 
         "seed": cfg.seed,
         "decoding": decoding_settings(cfg.teacher, annotate_request(cfg, "", "", None)),
     }
+    if excluded:
+        settings["excluded"] = f"{len(excluded)}:" + fingerprint({"sources": sorted(excluded)})
+    return settings
+
+
+SCREEN_DIR = "contamination"
+# scans made while planning a run (not yet written), so the run that follows does not scan the pool twice
+_PLANNED: dict[tuple[Path, str], tuple[list[dict[str, Any]], int]] = {}
+
+
+def _benchmarks(cfg: MPAConfig) -> list[tuple[str, list[Any]]]:
+    """(label, samples) of every configured benchmark, all its questions (a limit applies to scoring only)."""
+    from mpa.evaluation.benchmarks import BenchmarkError, load_benchmark
+
+    out = []
+    for b in cfg.evaluate.benchmarks:
+        try:
+            samples = load_benchmark(b.name, Path(b.data_dir) if b.data_dir else None, split=b.split)
+        except BenchmarkError as err:
+            raise ConfigError(f"evaluate.benchmarks ({b.name}): {err}") from None
+        out.append((b.name + (f"_{b.split}" if b.split else ""), samples))
+    return out
+
+
+def screen_settings(cfg: MPAConfig, sources: list[ImageSource]) -> dict[str, Any]:
+    refs = [{"name": b.name, "data_dir": b.data_dir, "split": b.split} for b in cfg.evaluate.benchmarks]
+    return {"sources": sources_digest(sources), "references": refs, "method": contamination.METHOD}
+
+
+def screen_pool(cfg: MPAConfig, rd: RunDir, sources: list[ImageSource], *, write: bool = True) -> dict[str, str]:
+    """The contamination guard: source → why it is a near-duplicate of a benchmark image, for every flagged pool
+    image (empty when the check is off or no benchmark is configured). Cached in RUN_DIR/contamination/ under the
+    fingerprint of the pool, the benchmarks and the method; `write=False` (planning) computes without caching."""
+    if not cfg.contamination.check or not cfg.evaluate.benchmarks:
+        return {}
+    settings = screen_settings(cfg, sources)
+    fp = fingerprint(settings)
+    sdir = rd.stage_dir(SCREEN_DIR)
+    cached = read_json(sdir / "manifest.json") if (sdir / "manifest.json").exists() else None
+    if cached is not None and cached.get("fingerprint") == fp:
+        return {r["source"]: r["reason"] for r in iter_jsonl(sdir / "flagged.jsonl")}
+    if (rd.root, fp) not in _PLANNED:
+        _PLANNED[(rd.root, fp)] = _scan(cfg, sources)
+    flagged, n_refs = _PLANNED[(rd.root, fp)]
+    if write:
+        if flagged:
+            log.warning("contamination: %d of %d pool images are near-duplicates of benchmark images (%s); see %s",
+                        len(flagged), len(sources), "kept: contamination.allow" if cfg.contamination.allow else
+                        "left out; --allow-contamination keeps them", sdir / "flagged.jsonl")  # fmt: skip
+        atomic_write_text(sdir / "flagged.jsonl", "".join(json.dumps(r) + "\n" for r in flagged))
+        counts = {"pool": len(sources), "references": n_refs, "flagged": len(flagged),
+                  "excluded": 0 if cfg.contamination.allow else len(flagged)}  # fmt: skip
+        atomic_write_json(sdir / "manifest.json", {"fingerprint": fp, "settings": settings, "counts": counts,
+                                                   "finished_at": time.time()})  # fmt: skip
+        del _PLANNED[(rd.root, fp)]
+    return {r["source"]: r["reason"] for r in flagged}
+
+
+def _scan(cfg: MPAConfig, sources: list[ImageSource]) -> tuple[list[dict[str, Any]], int]:
+    """(flagged pool images with their match, number of reference images)."""
+    screen = contamination.Screen()
+    for label, samples in _benchmarks(cfg):
+        screen.add(label, contamination.image_paths(s.image_path for s in samples))
+    flagged: list[dict[str, Any]] = []
+    bar = progress(total=len(sources), desc="contamination scan", unit="img")
+    for src, loaded in iter_images(cfg.images, sources):
+        bar.update(1)
+        match = screen.match(loaded.image) if loaded.image is not None else None
+        if match is not None:
+            reason = (f"contaminated: near-duplicate of {match.benchmark} image {match.reference} "
+                      f"({match.rule} {match.score})")  # fmt: skip
+            flagged.append({"source": src.source, "path": str(src.path) if src.path else None, "reason": reason,
+                            **dataclasses.asdict(match)})  # fmt: skip
+    bar.close()
+    return flagged, len(screen)
+
+
+def planned_settings(cfg: MPAConfig, rd: RunDir) -> dict[str, Any]:
+    """The settings annotate would run with now (for `mpa validate` and the run plan; nothing is written)."""
+    sources = list_sources(cfg.images)
+    flags = screen_pool(cfg, rd, sources, write=False)
+    return stage_settings(cfg, sources, [] if cfg.contamination.allow else list(flags))
 
 
 def _question_key(question: str) -> str:
@@ -177,7 +272,9 @@ def _build_qa(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> Cou
 def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | None = None) -> dict[str, Any]:
     """Annotate every image (resuming a stopped run); returns the stage manifest."""
     sources = list_sources(cfg.images)
-    settings = stage_settings(cfg, sources)
+    flags = screen_pool(cfg, rd, sources)
+    excluded = {} if cfg.contamination.allow else flags
+    settings = stage_settings(cfg, sources, list(excluded))
     fp = fingerprint(settings)
     if not rd.begin(STAGE, fp, settings, force=force):
         log.info("annotate: already complete with these settings, skipped")
@@ -208,7 +305,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
                         if rec.status == "ok" and pending(rec.image_id) and loaded.image is not None:
                             work.append((rec.image_id, loaded.image))
                         continue
-                    rec = _image_record(src, loaded, images, sdir)
+                    rec = _image_record(src, loaded, images, sdir, excluded.get(src.source))
                     new_records.append(rec.model_dump())
                     if rec.status == "ok":
                         images[rec.image_id] = rec.path
@@ -224,7 +321,7 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False, backend: Backend | N
     finally:
         if own_backend and backend is not None:
             backend.close()
-    counts = _count(sdir, images, cfg, pairs_per_call(cfg, prompt))
+    counts = _count(sdir, images, cfg, pairs_per_call(cfg, prompt), flagged=len(flags))
     usage = usage_summary(sdir / USAGE_FILE, {"teacher": cfg.teacher})
     return rd.finish(STAGE, fp, settings, {"prompt_id": prompt.id, "counts": counts.model_dump(), "usage": usage})
 
@@ -242,9 +339,12 @@ def _load_chunk(cfg: MPAConfig, chunk: Any, known: dict[str, ImageRecord], pendi
             yield src, load_image(ImageSource(src.source, Path(path))) if path else LoadedImage("", None, "n/a")
 
 
-def _image_record(src: ImageSource, loaded: LoadedImage, images: dict[str, str], sdir: Path) -> ImageRecord:
-    if loaded.image is None:
-        return ImageRecord(source=src.source, image_id=loaded.image_id, status="skipped", reason=loaded.error)
+def _image_record(
+    src: ImageSource, loaded: LoadedImage, images: dict[str, str], sdir: Path, contaminated: str | None
+) -> ImageRecord:
+    if loaded.image is None or contaminated:
+        why = loaded.error if loaded.image is None else contaminated
+        return ImageRecord(source=src.source, image_id=loaded.image_id, status="skipped", reason=why)
     if loaded.image_id in images:
         dup = f"same content as {images[loaded.image_id]}"
         return ImageRecord(source=src.source, image_id=loaded.image_id, status="duplicate", reason=dup)
@@ -253,7 +353,7 @@ def _image_record(src: ImageSource, loaded: LoadedImage, images: dict[str, str],
     return ImageRecord(source=src.source, image_id=loaded.image_id, status="ok", path=path, width=w, height=h)
 
 
-def _count(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> AnnotateCounts:
+def _count(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int, flagged: int) -> AnnotateCounts:
     img_status: Counter[str] = Counter()
     skip_reasons: Counter[str] = Counter()
     for rec in read_records(sdir / "images.jsonl", ImageRecord):
@@ -277,4 +377,16 @@ def _count(sdir: Path, images: dict[str, str], cfg: MPAConfig, k: int) -> Annota
         generation_status=dict(gen_status),
         pairs_rejected={k: v for k, v in rejected.items() if v},
         qa_pairs=qa_counts["qa_pairs"],
+        images_flagged=flagged,
+        questions_in_benchmarks=_questions_in_benchmarks(cfg, sdir / "qa.jsonl"),
     )
+
+
+def _questions_in_benchmarks(cfg: MPAConfig, qa_file: Path) -> int:
+    """Pseudo-questions whose normalised text is one of a benchmark's questions (question-level overlap; for
+    templated benchmarks such as easy-VQA most are, and that alone is no leak — the images are what the scan
+    checks)."""
+    if not cfg.contamination.check or not cfg.evaluate.benchmarks:
+        return 0
+    questions = {contamination.normalize_question(s.question) for _, samples in _benchmarks(cfg) for s in samples}
+    return sum(contamination.normalize_question(qa.question) in questions for qa in read_records(qa_file, QARecord))

@@ -40,7 +40,7 @@ from mpa.rundir import (
 )
 from mpa.stages.common import checked, chunk_size, model_identity, prefetched
 from mpa.stages.usage import USAGE_FILE, record_usage, usage_summary
-from mpa.strategies import load_strategy
+from mpa.strategies import Selection, load_strategy
 
 log = logging.getLogger(__name__)
 STAGE = "identify"
@@ -48,11 +48,11 @@ CHUNK_QUESTIONS = 256
 
 
 def stage_settings(cfg: MPAConfig, upstream_fp: str) -> dict[str, Any]:
-    return {
+    settings = {
         "annotate": upstream_fp,
         "teacher": model_identity(cfg.teacher),
         "student": model_identity(cfg.student),
-        "identify": cfg.identify.model_dump(),
+        "identify": _identify_settings(cfg),
         "answer_prompt": ANSWER_PROMPT_ID,
         "seed": cfg.seed,
         "decoding": {
@@ -60,6 +60,27 @@ def stage_settings(cfg: MPAConfig, upstream_fp: str) -> dict[str, Any]:
             for role, model in (("teacher", cfg.teacher), ("student", cfg.student))
         },
     }
+    if cfg.teachers:  # (absent with one teacher, so runs made before `teachers` existed still resume)
+        settings["teachers"] = [model_identity(t) for t in cfg.teachers]
+    return settings
+
+
+def _identify_settings(cfg: MPAConfig) -> dict[str, Any]:
+    """identify's options, without those that cannot change anything in this run (consensus with one teacher, the
+    graded rule's settings under another strategy): runs made before they existed keep their fingerprint."""
+    ident = cfg.identify.model_dump()
+    if not cfg.teachers:
+        ident.pop("consensus")
+    if cfg.identify.strategy != "graded":
+        ident.pop("min_gap_score")
+        ident.pop("top_share")
+    return ident
+
+
+def teachers(cfg: MPAConfig) -> list[tuple[str, ModelConfig]]:
+    """(role, model) of every teacher that answers at identify: the annotating teacher first, then `teachers`.
+    Role r answers into identify/<r>_answers.jsonl."""
+    return [("teacher", cfg.teacher), *((f"teacher{i}", t) for i, t in enumerate(cfg.teachers, start=2))]
 
 
 # a request whose decoding the manifest records
@@ -153,9 +174,15 @@ def _load_images(qas: list[QARecord]) -> dict[str, LoadedImage]:
     return images
 
 
-def decide(qa: QARecord, teacher: AnswerRecord, student: AnswerRecord, ident: IdentifyConfig) -> CandidateRecord:
-    """Apply the matcher and the strategy's per-candidate test to one pseudo-QA (its whole-set step, if any, runs
-    once every candidate is decided)."""
+def decide(
+    qa: QARecord,
+    teacher: AnswerRecord,
+    student: AnswerRecord,
+    ident: IdentifyConfig,
+    others: list[AnswerRecord] | None = None,
+) -> CandidateRecord:
+    """Apply the matcher, the teachers' consensus and the strategy's per-candidate test to one pseudo-QA (its
+    whole-set step, if any, runs once every candidate is decided). `others`: the answers of the other teachers."""
 
     def match(answer: str) -> bool:
         return match_answers(
@@ -163,14 +190,20 @@ def decide(qa: QARecord, teacher: AnswerRecord, student: AnswerRecord, ident: Id
             anls_threshold=ident.anls_threshold, relaxed_tolerance=ident.relaxed_tolerance,
         )  # fmt: skip
 
-    failed = bool(teacher.error or student.error)
+    others = others or []
+    failed = bool(teacher.error or student.error or any(o.error for o in others))
     t_answers = teacher.answers or [""]
     s_answer = (student.answers or [""])[0]
     teacher_match = match(t_answers[0])
     samples = t_answers[1:]
     share = sum(match(a) for a in samples) / len(samples) if samples else float(teacher_match)
     consistent = teacher_match and (not samples or share >= ident.self_consistency_min_share)
+    votes = [consistent, *(match((o.answers or [""])[0]) for o in others)]
+    if others:
+        consistent = consensus(votes, ident.consensus)
     student_correct = match(s_answer)
+    # teacher agreement: the mean of each teacher's (the annotating one's sample share when it samples)
+    agreement = (share + sum(votes[1:])) / len(votes)
     if failed:
         selected, reason = False, "failed"
     else:
@@ -189,7 +222,18 @@ def decide(qa: QARecord, teacher: AnswerRecord, student: AnswerRecord, ident: Id
         student_correct=student_correct,
         selected=selected,
         reason=reason,  # type: ignore[arg-type]
+        gap_score=round(agreement - float(student_correct), 4),
+        teacher_votes=votes if others else None,
     )
+
+
+def consensus(votes: list[bool], rule: str) -> bool:
+    """all / majority (more than half) / any of the teachers' verdicts."""
+    if rule == "all":
+        return all(votes)
+    if rule == "any":
+        return any(votes)
+    return sum(votes) * 2 > len(votes)
 
 
 def run(
@@ -199,7 +243,7 @@ def run(
     upstream = rd.require("annotate")
     settings = stage_settings(cfg, upstream["fingerprint"])
     fp = fingerprint(settings)
-    reusable = _reusable_answers(rd, settings) if force else {}
+    reusable = _reusable_answers(rd, settings, answer_files(cfg)) if force else {}
     if not rd.begin(STAGE, fp, settings, force=force):
         log.info("identify: already complete with these settings, skipped")
         return rd.require(STAGE)
@@ -207,24 +251,35 @@ def run(
     for name, data in reusable.items():  # only the decision rule changed: the models' answers still hold
         (sdir / name).write_bytes(data)
     qas = list(read_records(rd.stage_dir("annotate") / "qa.jsonl", QARecord))
-    answer_all(cfg, cfg.teacher, qas, sdir / "teacher_answers.jsonl", role="teacher", backend=teacher)
+    roles = teachers(cfg)
+    for role, model in roles:
+        answer_all(cfg, model, qas, sdir / f"{role}_answers.jsonl", role=role,
+                   backend=teacher if role == "teacher" else None)  # fmt: skip
     answer_all(cfg, cfg.student, qas, sdir / "student_answers.jsonl", role="student", backend=student)
-    t_ans = latest_records(sdir / "teacher_answers.jsonl", "qa_id", AnswerRecord)
+    t_ans = [latest_records(sdir / f"{role}_answers.jsonl", "qa_id", AnswerRecord) for role, _ in roles]
     s_ans = latest_records(sdir / "student_answers.jsonl", "qa_id", AnswerRecord)
-    cands = [decide(qa, t_ans[qa.qa_id], s_ans[qa.qa_id], cfg.identify) for qa in qas]
-    cands = load_strategy(cfg.identify.strategy).finalize(cands, cfg.seed)
+    cands = [decide(qa, t_ans[0][qa.qa_id], s_ans[qa.qa_id], cfg.identify, [a[qa.qa_id] for a in t_ans[1:]])
+             for qa in qas]  # fmt: skip
+    ident = cfg.identify
+    selection = Selection(seed=cfg.seed, min_gap_score=ident.min_gap_score, top_share=ident.top_share)
+    cands = load_strategy(ident.strategy).finalize(cands, selection)
     atomic_write_text(sdir / "candidates.jsonl", "".join(c.model_dump_json() + "\n" for c in cands))
     selected = [c for c in cands if c.selected]
     atomic_write_text(sdir / "parity.jsonl", "".join(c.model_dump_json() + "\n" for c in selected))
     exports = write_exports(selected, sdir / "export", cfg.export.formats)
-    usage = usage_summary(sdir / USAGE_FILE, {"teacher": cfg.teacher, "student": cfg.student})
-    counts = _funnel(upstream, cands).model_dump()
+    usage = usage_summary(sdir / USAGE_FILE, {**dict(roles), "student": cfg.student})
+    counts = _funnel(upstream, cands, [role for role, _ in roles]).model_dump()
     return rd.finish(STAGE, fp, settings, {"counts": counts, "exports": exports, "usage": usage})
 
 
 # Settings that change only how answers are judged and selected, not the answers themselves.
-DECISION_KEYS = ("matcher", "anls_threshold", "relaxed_tolerance", "strategy", "self_consistency_min_share")
-ANSWER_FILES = ("teacher_answers.jsonl", "student_answers.jsonl", USAGE_FILE)
+DECISION_KEYS = ("matcher", "anls_threshold", "relaxed_tolerance", "strategy", "self_consistency_min_share",
+                 "consensus", "min_gap_score", "top_share")  # fmt: skip
+
+
+def answer_files(cfg: MPAConfig) -> list[str]:
+    """The files holding the models' answers (what a changed decision rule can reuse)."""
+    return [*(f"{role}_answers.jsonl" for role, _ in teachers(cfg)), "student_answers.jsonl", USAGE_FILE]
 
 
 def _answer_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +287,7 @@ def _answer_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, "identify": ident}
 
 
-def _reusable_answers(rd: RunDir, settings: dict[str, Any]) -> dict[str, bytes]:
+def _reusable_answers(rd: RunDir, settings: dict[str, Any], files: list[str]) -> dict[str, bytes]:
     """The answer files of a previous identify run that differs only in DECISION_KEYS (e.g. another matcher), so
     a forced redo re-decides without asking either model again."""
     sdir = rd.stage_dir(STAGE)
@@ -244,15 +299,20 @@ def _reusable_answers(rd: RunDir, settings: dict[str, Any]) -> dict[str, bytes]:
                      finished, fingerprint(_answer_settings(settings)), _answer_settings(settings))  # fmt: skip
     if answers.action == "refuse":
         return {}
-    kept = {name: (sdir / name).read_bytes() for name in ANSWER_FILES if (sdir / name).exists()}
+    kept = {name: (sdir / name).read_bytes() for name in files if (sdir / name).exists()}
     if kept:
         log.info("identify: only the decision rule changed; reusing %s", ", ".join(kept))
     return kept
 
 
-def _funnel(upstream: dict[str, Any], cands: list[CandidateRecord]) -> IdentifyCounts:
+def _funnel(upstream: dict[str, Any], cands: list[CandidateRecord], roles: list[str]) -> IdentifyCounts:
     annotated = AnnotateCounts.read(upstream)
     ok = [c for c in cands if c.reason != "failed"]
+    if len(roles) > 1:  # each teacher's share of answered pseudo-QAs it answers like the pseudo-answer
+        agreement = {r: round(sum((c.teacher_votes or [])[i] for c in ok) / max(len(ok), 1), 4)
+                     for i, r in enumerate(roles)}  # fmt: skip
+    else:
+        agreement = {"teacher": round(sum(c.teacher_agrees for c in ok) / max(len(ok), 1), 4)}
     return IdentifyCounts(
         images=annotated.images_ok,
         annotated=annotated.generations,
@@ -266,4 +326,6 @@ def _funnel(upstream: dict[str, Any], cands: list[CandidateRecord]) -> IdentifyC
         # single pairs (answer_too_long, duplicate_question, ...). Each is recorded in annotate/annotations.jsonl.
         rejected_at_annotate=annotated.rejected(),
         selected_by_answer_type=dict(Counter(c.answer_type for c in cands if c.selected)),
+        teacher_agreement=agreement,
+        gap_scores=dict(sorted(Counter(f"{c.gap_score:+.2f}" for c in ok if c.gap_score is not None).items())),
     )

@@ -8,7 +8,7 @@ when first used, so a strategy living outside mpa can be registered by its impor
 from __future__ import annotations
 
 from mpa.lazy import import_ref
-from mpa.strategies.base import Decision, Strategy
+from mpa.strategies.base import Decision, Selection, Strategy
 
 REGISTRY: dict[str, str] = {
     "parity": "mpa.strategies.parity:STRATEGY",
@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "random": "mpa.strategies.random_sample:STRATEGY",
     "teacher_consistent": "mpa.strategies.teacher_consistent:STRATEGY",
     "student_fails": "mpa.strategies.student_fails:STRATEGY",
+    "graded": "mpa.strategies.graded:STRATEGY",
 }
 
 
@@ -34,4 +35,4 @@ def load_strategy(name: str) -> Strategy:
     return strategy
 
 
-__all__ = ["REGISTRY", "Decision", "Strategy", "check_name", "load_strategy"]
+__all__ = ["REGISTRY", "Decision", "Selection", "Strategy", "check_name", "load_strategy"]

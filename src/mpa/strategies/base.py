@@ -21,11 +21,21 @@ class Decide(Protocol):
     def __call__(self, teacher_match: bool, consistent: bool, student_correct: bool) -> Decision: ...
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What a whole-set step may read besides the candidates: the run's seed and the graded rule's settings
+    (`identify.min_gap_score`, `identify.top_share`)."""
+
+    seed: int = 0
+    min_gap_score: float = 0.5
+    top_share: float | None = None
+
+
 class Finalize(Protocol):
-    def __call__(self, candidates: list[CandidateRecord], seed: int) -> list[CandidateRecord]: ...
+    def __call__(self, candidates: list[CandidateRecord], selection: Selection) -> list[CandidateRecord]: ...
 
 
-def unchanged(candidates: list[CandidateRecord], seed: int) -> list[CandidateRecord]:
+def unchanged(candidates: list[CandidateRecord], selection: Selection) -> list[CandidateRecord]:
     """The whole-set step of a strategy that has none: the per-candidate decisions stand."""
     return candidates
 
@@ -33,9 +43,11 @@ def unchanged(candidates: list[CandidateRecord], seed: int) -> list[CandidateRec
 @dataclass(frozen=True)
 class Strategy:
     """`decide(teacher_match, consistent, student_correct)`: teacher_match = the teacher's greedy answer matches the
-    pseudo-answer; consistent = it does and enough of its self-consistency samples agree (always equal to
-    teacher_match without samples); student_correct = the student's greedy answer matches. `finalize(candidates,
-    seed)` returns the candidates in the same order, any of them re-decided (seeded, so reruns agree)."""
+    pseudo-answer; consistent = it does, enough of its self-consistency samples agree and, with more teachers,
+    enough of them agree under `identify.consensus` (equal to teacher_match with one greedy teacher);
+    student_correct = the student's greedy answer matches. `finalize(candidates, selection)` returns the candidates
+    in the same order, any of them re-decided (seeded by `selection.seed`, so reruns agree); each candidate carries
+    its `gap_score` for rules that rank."""
 
     decide: Decide
     finalize: Finalize = unchanged

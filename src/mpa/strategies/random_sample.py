@@ -6,17 +6,17 @@ from __future__ import annotations
 import random
 
 from mpa.records import CandidateRecord
-from mpa.strategies.base import Decision, Strategy
+from mpa.strategies.base import Decision, Selection, Strategy
 
 
 def decide(teacher_match: bool, consistent: bool, student_correct: bool) -> Decision:
     return True, "selected"  # every candidate is in the pool; `finalize` draws the sample
 
 
-def finalize(candidates: list[CandidateRecord], seed: int) -> list[CandidateRecord]:
+def finalize(candidates: list[CandidateRecord], selection: Selection) -> list[CandidateRecord]:
     pool = [c for c in candidates if c.reason != "failed"]
     parity_size = sum(c.teacher_agrees and not c.student_correct for c in pool)
-    chosen = {c.qa_id for c in random.Random(seed).sample(pool, min(parity_size, len(pool)))}
+    chosen = {c.qa_id for c in random.Random(selection.seed).sample(pool, min(parity_size, len(pool)))}
     out = []
     for c in candidates:
         if c.reason != "failed":
