@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="where the demo run goes")
     p.add_argument("--quick", action="store_true", help="a subset, under 2 minutes (what CI runs)")
     p.add_argument("--ablation", action="store_true", help="also level on random / all / unguarded selections")
+    p.add_argument("--study", action="store_true",
+                   help="beyond the paper: rounds, 2 teachers, graded gaps, contamination (~35 min)")  # fmt: skip
     p.add_argument("--models", type=Path, help="teacher/ and student/ folders (default: the bundled ones)")
     p.add_argument("--out", type=Path, help="train-models: output folder (default: the package's demo/models)")
     p.add_argument("--force", action="store_true", help="redo stages whose settings changed")
@@ -198,14 +200,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         print(json.dumps(train_models(args.out or MODELS_DIR, quick=args.quick), indent=2))
         return 0
-    from mpa.demo.run import demo_tree, run_ablation
-    from mpa.pipeline import run_pipeline
+    from mpa.demo.run import MODELS_DIR, demo_tree, run_ablation
+    from mpa.rounds import run_rounds
 
     models = args.models
     if models is not None and not (models / "teacher" / "config.json").exists():
         raise ConfigError(f"--models {models}: expected {models}/teacher and {models}/student model folders")
     tree = demo_tree(args.run_dir, quick=args.quick, models_dir=models)
-    manifests = run_pipeline(build_config(tree, source="demo.yaml"), force=args.force)
+    manifests = run_rounds(build_config(tree, source="demo.yaml"), force=args.force)
     _print_summary(manifests)
     summary = json.loads((args.run_dir / "summary.json").read_text())
     print("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings_s"].items()))
@@ -215,6 +217,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for name, row in rows.items():
             print(f"  {name:<28} after {_pct(row.get('student_after')):>7}  gap closed {_pct(row.get('gap_closed')):>7}"
                   f"  selected {row.get('selected')}  trained on {row.get('trained_on')}")  # fmt: skip
+    if args.study:
+        from mpa.demo.study import format_study, run_study
+
+        print(format_study(run_study(tree, models or MODELS_DIR, force=args.force)))
+        print(f"study: {args.run_dir / 'study.json'}")
     _print_report(args.run_dir)
     return 0
 
@@ -274,14 +281,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, stages: list[str]) -> int:
-    from mpa.pipeline import run_pipeline
+    from mpa.rounds import run_rounds
 
     cfg = resolve_config(args)
     unknown = [s for s in stages if s not in CONTRACT]
     if unknown:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(PIPELINE)}")
     try:
-        manifests = run_pipeline(cfg, stages, force=args.force, retry_failed=args.retry_failed)
+        manifests = run_rounds(cfg, stages, force=args.force, retry_failed=args.retry_failed)
     except RunError:  # e.g. nothing selected: the report of what did finish says why; then exit 1
         _print_report(Path(cfg.run_dir))
         raise

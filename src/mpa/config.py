@@ -226,6 +226,17 @@ class ImagesConfig(_Strict):
     image_column: str = Field("image", description="Image column of a HF dataset, or path key of a JSONL list.")
     split: str | None = Field(None, description="Split of a HF DatasetDict (default: 'train' or the only split).")
     limit: int | None = Field(None, ge=1, description="Use only the first N images (in a stable order).")
+    part: tuple[int, int] | None = Field(
+        None,
+        description="[i, n]: use only the i-th of n interleaved parts of the images (rounds.pool: slices sets it).",
+    )
+
+    @field_validator("part")
+    @classmethod
+    def _part_in_range(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not 1 <= value[0] <= value[1]:
+            raise ValueError("must be [i, n] with 1 <= i <= n")
+        return value
 
 
 class AnnotateConfig(_Strict):
@@ -378,10 +389,10 @@ class RoundsConfig(_Strict):
     )
     stop_early: bool = Field(
         True,
-        description="Stop after a round whose label-free validation accuracy gains less than `min_gain` over the "
+        description="Stop after a round whose label-free validation accuracy gains no more than `min_gain` over the "
         "student it started from (no label is read); the previous round's student is the result.",
     )
-    min_gain: float = Field(0.0, description="Smallest label-free validation accuracy gain that earns another round.")
+    min_gain: float = Field(0.0, description="A round must gain more than this (label-free validation accuracy).")
 
 
 class ExportConfig(_Strict):

@@ -131,6 +131,8 @@ def list_sources(cfg: ImagesConfig) -> list[ImageSource]:
         sources = unique
     if cfg.limit is not None:
         sources = sources[: cfg.limit]
+    if cfg.part is not None:
+        sources = sources[cfg.part[0] - 1 :: cfg.part[1]]
     if not sources:
         raise ConfigError(
             f"images.path {cfg.path}: no images found (looked for files named {', '.join(sorted(IMAGE_SUFFIXES))} or "

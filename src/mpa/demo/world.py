@@ -123,3 +123,20 @@ def corpus() -> list[str]:
             for s in SHAPES:
                 lines.append(f"Question: {template.format(c=c, s=s)} Answer: yes no {c} {s}")
     return lines
+
+
+def true_answer(question: str, attrs: dict[str, str]) -> str | None:
+    """The answer an easy-VQA question has for an image of these attributes (None when the question is not one of
+    easy-VQA's forms or names what is unknown). Only the demo study reads it, to measure pseudo-label precision."""
+    q = question.strip().lower().rstrip("?").strip() + "?"
+    words = re.findall(r"[a-z]+", q)
+    if q.startswith("what") or q.startswith("which"):
+        if "color" in words or "colour" in words:
+            return attrs.get("color")
+        return attrs.get("shape") if "shape" in words else None
+    named = [(w, "color") for w in words if w in COLORS] + [(w, "shape") for w in words if w in SHAPES]
+    if len(named) != 1 or named[0][1] not in attrs:
+        return None
+    word, kind = named[0]
+    negated = " not " in f" {q} " or q.startswith("is no ")
+    return "yes" if (attrs[kind] == word) != negated else "no"

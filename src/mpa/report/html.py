@@ -14,7 +14,7 @@ from typing import Any
 from mpa import __version__
 from mpa.counts import LevelCounts
 from mpa.report import plots
-from mpa.report.md import COST_HEADER, cost_rows, pct
+from mpa.report.md import COST_HEADER, ROUNDS_HEADER, cost_rows, gap_histogram, pct, rounds_rows
 from mpa.report.model import EXAMPLES, BenchmarkChanges, RunReport, spread
 
 THUMB_PX = 96
@@ -191,6 +191,45 @@ def _after(after: dict[str, Any] | None) -> str:
     return f'<dd class="{"ok" if after["correct"] else "bad"}">{short(after["answer"], 80)}</dd>'
 
 
+def _beyond(report: RunReport) -> str:
+    """Rounds, teachers, gap-score histogram and the contamination guard (flagged pool images beside the benchmark
+    images they copy), where the run has them."""
+    s, out = report.summary, []
+    if s.get("rounds"):
+        r = s["rounds"]
+        out.append("<h3>Rounds</h3>" + _table(ROUNDS_HEADER, [[str(c) for c in row] for row in rounds_rows(r)]))
+        stop = f"; stopped: {r['stopped']}" if r.get("stopped") else ""
+        out.append(f'<p class="note">Result: round {r["final_round"]} ({e(r["final_student"])}){e(stop)}.</p>')
+    agreement = (s.get("parity") or {}).get("teacher_agreement", {})
+    if len(agreement) > 1:
+        out.append("<h3>Teachers</h3>" + _table(["teacher", "agrees with the pseudo-answer"],
+                                                [[k, pct(v)] for k, v in agreement.items()]))  # fmt: skip
+    hist = gap_histogram(s.get("parity") or {})
+    if len(hist) > 1:
+        top = max(n for _, n in hist)
+        bars = "".join(f'<tr><td>{e(k)}</td><td><span style="display:inline-block;height:12px;background:#4c78a8;'
+                       f'width:{max(1, round(240 * n / top))}px"></span> {n:,}</td></tr>' for k, n in hist)  # fmt: skip
+        out.append("<h3>Gap scores (teacher agreement share − student agreement)</h3>"
+                   f"<table><tr><th>gap score</th><th>candidates</th></tr>{bars}</table>")  # fmt: skip
+    c = s.get("contamination")
+    if c:
+        out.append(
+            f"<h3>Contamination guard</h3><p>{c['flagged']} of {c['pool']:,} pool images are near-duplicates "
+            f"of one of {c['references']:,} benchmark images; {c['excluded']} left out before annotation.</p>"
+        )
+        cards = []
+        for f in c["flagged_images"][:24]:
+            pair = "".join(_img(src, alt, "thumb") if (src := thumbnail(path)) else
+                           '<div class="thumb noimg">image not found</div>'
+                           for path, alt in ((f["path"] or "", "pool"), (f["reference"], "benchmark")))  # fmt: skip
+            cards.append(f'<div class="card">{pair}<dl><dt>pool</dt><dd>{short(f["source"], 80)}</dd><dt>copies'
+                         f'</dt><dd>{short(f["benchmark"] + ": " + f["reference"], 80)}</dd><dt>{e(f["rule"])}</dt>'
+                         f'<dd>{e(f["score"])}</dd></dl></div>')  # fmt: skip
+        if cards:
+            out.append(f'<div class="gallery">{"".join(cards)}</div>')
+    return "".join(out)
+
+
 def _gallery(report: RunReport) -> str:
     out = [_missing(report, "gallery")]
     if report.selected or report.rejected:
@@ -250,7 +289,7 @@ def _config(report: RunReport) -> str:
 def render_html(report: RunReport) -> str:
     bodies = {
         "benchmarks": _benchmarks(report), "funnel": _funnel(report),
-        "training": _training(report), "gallery": _gallery(report), "changes": _changes(report),
+        "training": _training(report) + _beyond(report), "gallery": _gallery(report), "changes": _changes(report),
         "cost": _cost(report), "config": _config(report),
     }  # fmt: skip
     nav = "".join(f'<a href="#{k}">{e(v)}</a>' for k, v in SECTIONS.items())

@@ -102,6 +102,7 @@ def render_markdown(report: RunReport) -> str:
         best = f"; best validation loss {c.best[1]:.4f} at step {c.best[0]}" if c.best else ""
         lines += [f"Training loss {c.train[0][1]:.4f} (step {c.train[0][0]}) → {c.train[-1][1]:.4f} "
                   f"(step {c.train[-1][0]}){best} (`{c.source}`).", ""]  # fmt: skip
+    lines += beyond_markdown(s)
     lines += ["## Gallery", "", *_missing(report, "gallery")]
     if report.selected or report.rejected:
         lines += ["The leveled student's answer is recorded for the held-out validation pseudo-QAs only (shown "
@@ -116,6 +117,56 @@ def render_markdown(report: RunReport) -> str:
     lines += ["Versions" + note + ": " + ", ".join(f"{k} {cell(v)}" for k, v in report.environment.items()), ""]
     lines += ["The resolved configuration is in `config.yaml`; everything above is read from this run directory.", ""]
     return "\n".join(lines)
+
+
+ROUNDS_HEADER = ["round", "selected", "trained on", "label-free val accuracy", "val gain", "benchmarks (after)"]
+
+
+def rounds_rows(rounds: dict[str, Any]) -> list[list[Any]]:
+    """One row per round of a multi-round run (RUN_DIR/rounds.json)."""
+    rows = []
+    for r in rounds["rounds"]:
+        gain = r["val_gain"]
+        scores = ", ".join(f"{k} {pct(v)}" for k, v in r["benchmarks"].items()) or "—"
+        mark = " (result)" if r["round"] == rounds.get("final_round") else ""
+        rows.append([f"{r['round']}{mark}", r["selected"], r["trained_on"],
+                     f"{pct(r['val_accuracy_before'])} → {pct(r['val_accuracy_after'])}",
+                     "—" if gain is None else f"{gain:+.4f}", scores])  # fmt: skip
+    return rows
+
+
+def gap_histogram(parity: dict[str, Any]) -> list[tuple[str, int]]:
+    """(gap score, candidates) in score order (identify's counts)."""
+    return sorted(parity.get("gap_scores", {}).items(), key=lambda kv: float(kv[0]))
+
+
+def beyond_markdown(s: dict[str, Any]) -> list[str]:
+    """Rounds, teachers, gap scores and the contamination guard, where the run has them."""
+    lines: list[str] = []
+    if s.get("rounds"):
+        r = s["rounds"]
+        lines += ["## Rounds", "", *table(ROUNDS_HEADER, rounds_rows(r)), ""]
+        lines += [f"Result: round {r['final_round']} (`{cell(r['final_student'])}`)"
+                  + (f"; stopped: {r['stopped']}" if r.get("stopped") else "") + ".", ""]  # fmt: skip
+    agreement = (s.get("parity") or {}).get("teacher_agreement", {})
+    if len(agreement) > 1:
+        lines += ["## Teachers", "", *table(["teacher", "agrees with the pseudo-answer"],
+                                            [[k, pct(v)] for k, v in agreement.items()]), ""]  # fmt: skip
+    hist = gap_histogram(s.get("parity") or {})
+    if len(hist) > 1:
+        lines += ["## Gap scores", "", "Teacher agreement share minus student agreement, per candidate:", ""]
+        lines += [*table(["gap score", "candidates"], [[k, f"{v:,}"] for k, v in hist]), ""]
+    c = s.get("contamination")
+    if c:
+        lines += ["## Contamination guard", "",
+                  f"{c['flagged']} of {c['pool']} pool images are near-duplicates of one of {c['references']:,} "
+                  f"benchmark images; {c['excluded']} left out before annotation.", ""]  # fmt: skip
+        if c["flagged_images"]:
+            lines += table(["pool image", "benchmark image", "rule", "score"],
+                           [[f["source"], f"{f['benchmark']}: {f['reference']}", f["rule"], f["score"]]
+                            for f in c["flagged_images"][:50]])  # fmt: skip
+            lines.append("")
+    return lines
 
 
 def cost_rows(summary: dict[str, Any]) -> list[list[Any]]:

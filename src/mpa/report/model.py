@@ -221,7 +221,18 @@ def build_summary(rd: RunDir, changes: list[BenchmarkChanges] | None = None) -> 
         "changes": {c.label: c.counts() for c in changes},
         "usage": _usage(rd),
         "environment": read_json(env_path) if env_path.exists() else {},
+        "rounds": read_json(rd.root / "rounds.json") if (rd.root / "rounds.json").exists() else None,
+        "contamination": _contamination(rd),
     }
+
+
+def _contamination(rd: RunDir) -> dict[str, Any] | None:
+    """The contamination guard's counts and flagged pool images (RUN_DIR/contamination/), if it ran."""
+    manifest = rd.root / "contamination" / "manifest.json"
+    if not manifest.exists():
+        return None
+    flagged = list(iter_jsonl(rd.root / "contamination" / "flagged.jsonl"))
+    return {**read_json(manifest)["counts"], "flagged_images": flagged}
 
 
 def _stage_io(rd: RunDir) -> dict[str, Any]:
