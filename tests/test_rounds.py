@@ -22,7 +22,7 @@ def _base(tmp_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_lora_rounds_need_a_merged_model_to_start_from(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="level.merge: true"):
+    with pytest.raises(ConfigError, match=r"level\.merge: true"):
         build_config(_base(tmp_path, rounds={"count": 2}))
     build_config(_base(tmp_path, rounds={"count": 2}, level={"merge": True}))
     build_config(_base(tmp_path, rounds={"count": 2}, level={"method": "full"}))
@@ -47,8 +47,8 @@ def test_pool_parts_split_the_sources(tmp_path: Path) -> None:
     cfg = build_config(_base(tmp_path))
     every = [s.source for s in list_sources(cfg.images)]
     parts = [[s.source for s in list_sources(cfg.images.model_copy(update={"part": (i, 3)}))] for i in (1, 2, 3)]
-    assert sorted(sum(parts, [])) == sorted(every) and all(parts)
-    with pytest.raises(ConfigError, match="images.part"):
+    assert sorted(s for part in parts for s in part) == sorted(every) and all(parts)
+    with pytest.raises(ConfigError, match=r"images\.part"):
         build_config(_base(tmp_path, images={"path": str(tmp_path), "part": [4, 3]}))
 
 
