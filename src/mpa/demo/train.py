@@ -6,6 +6,9 @@ Teacher (L labels): a shape-only phase first (tiny VLMs learn one visual skill a
 slowest), then colour, then a mix of colour, shape, balanced yes/no and *writing* question/answer pairs — how it
 annotates. Student (smaller): only the natural yes/no QAs of L, so it never learns colour or shape names and
 answers yes/no from the wording — a real gap, which MPA must find and close without reading a label of the pool.
+
+The second teacher of `mpa demo --study` (models/teacher_b) is the teacher of `python -m mpa.demo.train --out DIR
+--seed 1` (same recipe, another seed: 0.873 on a 1,500-question test subset, shape 0.968; 15 min on 2 cores).
 """
 
 from __future__ import annotations
