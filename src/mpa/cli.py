@@ -293,8 +293,24 @@ def cmd_run(args: argparse.Namespace, stages: list[str]) -> int:
         _print_report(Path(cfg.run_dir))
         raise
     _print_summary(manifests)
+    _print_rounds(Path(cfg.run_dir))
     _print_report(Path(cfg.run_dir))
     return 0
+
+
+def _print_rounds(run_dir: Path) -> None:
+    """The per-round table of a multi-round run (the summary above is the last round's)."""
+    path = run_dir / "rounds.json"
+    if not path.exists():
+        return
+    table = json.loads(path.read_text())
+    print("rounds (label-free val accuracy before → after; benchmark scores of the leveled student):")
+    for r in table["rounds"]:
+        scores = ", ".join(f"{k} {_pct(v)}" for k, v in r["benchmarks"].items())
+        print(f"  round {r['round']}: selected {r['selected']}, val {_pct(r['val_accuracy_before'])} → "
+              f"{_pct(r['val_accuracy_after'])}  {scores}")  # fmt: skip
+    stopped = f" (stopped: {table['stopped']})" if table.get("stopped") else ""
+    print(f"result: round {table['final_round']}: {table['final_student']}{stopped}")
 
 
 def _print_report(run_dir: Path) -> None:
