@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a subset, under 2 minutes (what CI runs)")
     p.add_argument("--ablation", action="store_true", help="also level on random / all / unguarded selections")
     p.add_argument("--study", action="store_true",
-                   help="beyond the paper: rounds, 2 teachers, graded gaps, contamination (~35 min)")  # fmt: skip
+                   help="beyond the paper: rounds, 2 teachers, graded gaps, contamination (~20 min)")  # fmt: skip
     p.add_argument("--models", type=Path, help="teacher/ and student/ folders (default: the bundled ones)")
     p.add_argument("--out", type=Path, help="train-models: output folder (default: the package's demo/models)")
     p.add_argument("--force", action="store_true", help="redo stages whose settings changed")

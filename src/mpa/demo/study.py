@@ -1,6 +1,6 @@
 """`mpa demo --study`: what goes beyond the paper, measured on the demo world.
 
-    mpa demo --study            # about 35 minutes on 2 CPU cores; prints the table, writes RUN_DIR/study.json
+    mpa demo --study      # ~20 min on 2 CPU cores (the demo, then 11 min); prints the table, writes study.json
 
 Variants (every one label-free; the pool's hidden labels are read only here, to score pseudo-labels):
   1 round          the demo itself (parity, one teacher, retention guard)
