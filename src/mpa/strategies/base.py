@@ -53,6 +53,18 @@ class Strategy:
     finalize: Finalize = unchanged
 
 
+def keep_only(candidates: list[CandidateRecord], keep: set[str], dropped: Reason) -> list[CandidateRecord]:
+    """The whole-set step's verdict: every answered candidate is selected if its qa_id is in `keep`, else dropped
+    with reason `dropped`; failed ones stay failed. Same order."""
+    out = []
+    for c in candidates:
+        if c.reason != "failed":
+            pick = c.qa_id in keep
+            c = c.model_copy(update={"selected": pick, "reason": "selected" if pick else dropped})
+        out.append(c)
+    return out
+
+
 def teacher_rejected(teacher_match: bool) -> Decision:
     """A candidate dropped because the teacher does not stand by the pseudo-answer, with the finer reason."""
     return False, "teacher_inconsistent" if teacher_match else "teacher_disagrees"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 
 from mpa.records import CandidateRecord
-from mpa.strategies.base import Decision, Selection, Strategy
+from mpa.strategies.base import Decision, Selection, Strategy, keep_only
 
 
 def decide(teacher_match: bool, consistent: bool, student_correct: bool) -> Decision:
@@ -32,13 +32,7 @@ def finalize(candidates: list[CandidateRecord], selection: Selection) -> list[Ca
     if selection.top_share is not None:
         eligible = eligible[: int(selection.top_share * len(scored))]
     keep = {c.qa_id for c in eligible}
-    out = []
-    for c in candidates:
-        if c.reason != "failed":
-            pick = c.qa_id in keep
-            c = c.model_copy(update={"selected": pick, "reason": "selected" if pick else "below_gap_score"})
-        out.append(c)
-    return out
+    return keep_only(candidates, keep, "below_gap_score")
 
 
 STRATEGY = Strategy(decide, finalize)

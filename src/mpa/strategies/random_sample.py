@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from mpa.records import CandidateRecord
-from mpa.strategies.base import Decision, Selection, Strategy
+from mpa.strategies.base import Decision, Selection, Strategy, keep_only
 
 
 def decide(teacher_match: bool, consistent: bool, student_correct: bool) -> Decision:
@@ -17,13 +17,7 @@ def finalize(candidates: list[CandidateRecord], selection: Selection) -> list[Ca
     pool = [c for c in candidates if c.reason != "failed"]
     parity_size = sum(c.teacher_agrees and not c.student_correct for c in pool)
     chosen = {c.qa_id for c in random.Random(selection.seed).sample(pool, min(parity_size, len(pool)))}
-    out = []
-    for c in candidates:
-        if c.reason != "failed":
-            pick = c.qa_id in chosen
-            c = c.model_copy(update={"selected": pick, "reason": "selected" if pick else "not_sampled"})
-        out.append(c)
-    return out
+    return keep_only(candidates, chosen, "not_sampled")
 
 
 STRATEGY = Strategy(decide, finalize)
