@@ -78,14 +78,17 @@ def _merge(tree: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[s
     return out
 
 
-def _seed_variant(main: Path, variant: Path) -> None:
-    """Reuse the main run's annotations, answers and before/teacher evaluations (same fingerprints: skipped)."""
+def seed_variant(main: Path, variant: Path) -> None:
+    """Reuse the main run's contamination scan, annotations, every model's answers and the teacher / student-before
+    evaluations (same fingerprints: skipped; answers a variant does not use are ignored)."""
     if (variant / "annotate").exists():
         return
-    shutil.copytree(main / "annotate", variant / "annotate")
+    for name in ("annotate", "contamination"):
+        if (main / name).exists():
+            shutil.copytree(main / name, variant / name)
     (variant / "identify").mkdir(parents=True)
-    for name in ("teacher_answers.jsonl", "student_answers.jsonl"):
-        shutil.copy2(main / "identify" / name, variant / "identify" / name)
+    for path in (main / "identify").glob("*_answers.jsonl"):
+        shutil.copy2(path, variant / "identify" / path.name)
     for role in ("teacher", "student_before"):
         if (main / "evaluate" / role).exists():
             shutil.copytree(main / "evaluate" / role, variant / "evaluate" / role)
@@ -97,7 +100,7 @@ def run_ablation(tree: dict[str, Any], force: bool = False) -> dict[str, dict[st
     rows = {"parity + retention (demo)": _bench_row(main)}
     for name, overrides in ABLATIONS.items():
         vdir = main / "ablation" / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
-        _seed_variant(main, vdir)
+        seed_variant(main, vdir)
         cfg = build_config({**_merge(tree, overrides), "run_dir": str(vdir)})
         run_pipeline(cfg, ["annotate", "identify", "level", "evaluate"], force=force)
         rows[name] = _bench_row(vdir)

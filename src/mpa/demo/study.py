@@ -17,13 +17,13 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 from mpa.config import build_config
 from mpa.counts import IdentifyCounts
 from mpa.demo import world
+from mpa.demo.run import seed_variant
 from mpa.rounds import ROUNDS_FILE, run_rounds
 from mpa.rundir import RunDir, atomic_write_json, iter_jsonl, read_json
 
@@ -39,21 +39,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def _resolve_models(tree: dict[str, Any], models_dir: Path) -> dict[str, Any]:
     text = json.dumps(tree).replace('"@models/', json.dumps(str(models_dir) + "/")[:-1])
     return json.loads(text)  # type: ignore[no-any-return]
-
-
-def _seed(main: Path, variant: Path) -> None:
-    """The main run's annotations, answers and teacher / student-before evaluations (same fingerprints: skipped)."""
-    if (variant / "annotate").exists():
-        return
-    for name in ("annotate", "contamination"):
-        if (main / name).exists():
-            shutil.copytree(main / name, variant / name)
-    (variant / "identify").mkdir(parents=True)
-    for path in (main / "identify").glob("*_answers.jsonl"):
-        shutil.copy2(path, variant / "identify" / path.name)
-    for role in ("teacher", "student_before"):
-        if (main / "evaluate" / role).exists():
-            shutil.copytree(main / "evaluate" / role, variant / "evaluate" / role)
 
 
 def pool_labels() -> dict[str, dict[str, str]]:
@@ -124,7 +109,7 @@ def run_study(tree: dict[str, Any], models_dir: Path, force: bool = False) -> di
         rows[_round_name(r)] = _row(Path(entry["run_dir"]), labels, previous)
     for name, overrides in VARIANTS.items():
         vdir = main / "study" / "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
-        _seed(main, vdir)
+        seed_variant(main, vdir)
         vtree = copy.deepcopy(tree)
         for section, values in _resolve_models(overrides, models_dir).items():
             if isinstance(values, dict):
