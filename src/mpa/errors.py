@@ -22,3 +22,7 @@ class RunError(MPAError):
 
 class StageConflictError(MPAError, RuntimeError):
     """A stage folder holds work made with other settings, or an upstream stage has not finished."""
+
+
+class RunBusyError(RunError):
+    """Another mpa process is changing this run directory (see `mpa.rundir.hold_run_dir`)."""

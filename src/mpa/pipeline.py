@@ -6,8 +6,10 @@ config and times them. Python users can call `run_pipeline` directly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,16 @@ from mpa.contract import PIPELINE
 from mpa.contract import STAGES as CONTRACT
 from mpa.errors import StageConflictError
 from mpa.report import current_environment, write_summary
-from mpa.rundir import STAGES, RunDir, atomic_write_json, atomic_write_text, fingerprint, read_json
+from mpa.rundir import (
+    STAGES,
+    Decision,
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    fingerprint,
+    hold_run_dir,
+    read_json,
+)
 from mpa.stages import annotate, evaluate, identify, level
 
 log = logging.getLogger(__name__)
@@ -37,7 +48,7 @@ def stage_fingerprints(cfg: MPAConfig, rd: RunDir) -> dict[str, tuple[str, dict[
     a_fp = fingerprint(a)
     i = identify.stage_settings(cfg, upstream("annotate", a_fp))
     i_fp = fingerprint(i)
-    lv = level.stage_settings(cfg, upstream("identify", i_fp))
+    lv = level.stage_settings(cfg, upstream("identify", i_fp), rd)
     return {"annotate": (a_fp, a), "identify": (i_fp, i), "level": (fingerprint(lv), lv)}
 
 
@@ -54,6 +65,8 @@ def plan(cfg: MPAConfig, rd: RunDir) -> list[dict[str, Any]]:
     }
     for stage, (fp, settings) in [*fps.items(), *units.items()]:
         decision = rd.decide(stage, fp, settings)  # the run directory's one resume / refuse rule
+        if stage == "level" and level.review_changed_only(rd, fp, settings):
+            decision = Decision("run")  # new reviewer decisions: re-level (mpa.review)
         out.append({"stage": stage, "action": decision.action, "detail": decision.detail, "fingerprint": fp})
     return out
 
@@ -127,6 +140,20 @@ def run_pipeline(
     check_inputs(cfg, stages)
     rd = RunDir(cfg.run_dir)
     rd.check_version()
+    # Only one process changes a run directory at a time (another `mpa run`, `mpa view` saving decisions).
+    lock = hold_run_dir(rd.root, invocation()) if distributed.is_main() else contextlib.nullcontext()
+    with lock:
+        return _run_stages(cfg, rd, stages, force=force, retry_failed=retry_failed)
+
+
+def invocation() -> str:
+    """The command line of this process, as the run-directory lock shows it to a process it turns away."""
+    return " ".join(["mpa" if sys.argv[0].endswith(("mpa", "cli.py")) else Path(sys.argv[0]).name, *sys.argv[1:]])[:200]
+
+
+def _run_stages(
+    cfg: MPAConfig, rd: RunDir, stages: list[str], *, force: bool, retry_failed: bool
+) -> dict[str, dict[str, Any]]:
     if retry_failed:
         reopen_failed(rd, stages)
     if not force:

@@ -70,6 +70,7 @@ Reason = Literal[
     "not_sampled",
     "below_gap_score",
     "failed",
+    "accepted",  # never written by identify: level's view of a candidate a reviewer added (mpa.review)
 ]
 
 

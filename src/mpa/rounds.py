@@ -17,15 +17,17 @@ result. RUN_DIR/rounds.json holds the per-round table (also in summary.json and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
+from mpa import distributed
 from mpa.config import MPAConfig
 from mpa.counts import IdentifyCounts, LevelCounts
-from mpa.pipeline import run_pipeline
-from mpa.rundir import RunDir, atomic_write_json, read_json
+from mpa.pipeline import invocation, run_pipeline
+from mpa.rundir import RunDir, atomic_write_json, hold_run_dir, read_json
 
 log = logging.getLogger(__name__)
 ROUNDS_FILE = "rounds.json"
@@ -90,9 +92,18 @@ def run_rounds(
     """Run round 1 (`run_pipeline`), then rounds 2..count while they gain; returns the last round's manifests.
     Rounds apply only when `stages` include level; RUN_DIR/rounds.json gets the per-round table."""
     stages = stages or ["annotate", "identify", "level", "evaluate"]
-    manifests = run_pipeline(first_round(cfg), stages, force=force, retry_failed=retry_failed)
-    if cfg.rounds.count == 1 or "level" not in stages:
-        return manifests
+    lock = hold_run_dir(cfg.run_dir, invocation()) if distributed.is_main() else contextlib.nullcontext()
+    with lock:  # the whole run of rounds, not one pipeline at a time: nothing else writes between rounds
+        manifests = run_pipeline(first_round(cfg), stages, force=force, retry_failed=retry_failed)
+        if cfg.rounds.count == 1 or "level" not in stages:
+            return manifests
+        return _more_rounds(cfg, stages, manifests, force=force, retry_failed=retry_failed)
+
+
+def _more_rounds(
+    cfg: MPAConfig, stages: list[str], manifests: dict[str, dict[str, Any]], *, force: bool, retry_failed: bool
+) -> dict[str, dict[str, Any]]:
+    """Rounds 2..count after round 1 (whose `manifests` are returned if no further round runs)."""
     rows = [round_row(1, RunDir(cfg.run_dir))]
     stopped = None
     for r in range(2, cfg.rounds.count + 1):

@@ -14,6 +14,7 @@ is refused (naming the changed keys) unless forced, in which case it and every l
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -31,9 +32,9 @@ from pydantic import BaseModel, ValidationError
 from mpa import __version__
 from mpa.contract import CHAIN, PIPELINE
 from mpa.contract import STAGES as CONTRACT
-from mpa.errors import MPAError, StageConflictError
+from mpa.errors import MPAError, RunBusyError, StageConflictError
 
-__all__ = ["JsonlWriter", "RunDir", "StageConflictError", "atomic_write_json", "iter_jsonl"]
+__all__ = ["JsonlWriter", "RunDir", "StageConflictError", "atomic_write_json", "hold_run_dir", "iter_jsonl"]
 
 R = TypeVar("R", bound=BaseModel)
 SCHEMA_VERSION = 1
@@ -230,6 +231,44 @@ def resume_decision(previous: dict[str, Any] | None, finished: bool, fp: str, se
     if previous.get("fingerprint") == fp:
         return Decision("skip" if finished else "resume")
     return Decision("refuse", tuple(changed_keys(previous.get("settings", {}), settings)))
+
+
+LOCK_NAME = ".mpa.lock"
+_HELD: dict[Path, list[int]] = {}  # run directories this process holds: resolved path -> [fd, depth]
+
+
+@contextlib.contextmanager
+def hold_run_dir(root: Path | str, command: str) -> Iterator[None]:
+    """Hold a run directory exclusively while changing it: the stages of `mpa run` / `mpa demo`, and each write of
+    `mpa view`. Another process that tries gets `RunBusyError` naming the holder (pid and command) at once; it
+    never waits. The lock is `flock` on RUN_DIR/.mpa.lock, released by the kernel when the holder exits, even on
+    SIGKILL, so a crash leaves no stale lock. Re-entrant within a process (rounds run pipelines inside a run)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    key = root.resolve()
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "starting up"
+        os.close(fd)
+        raise RunBusyError(f"{root} is being changed by another mpa process ({holder}); wait until it ends, or "
+                           "use another run directory") from None  # fmt: skip
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}: {command}".encode())
+    _HELD[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        os.close(fd)  # releases the flock
 
 
 class RunDir:

@@ -30,6 +30,7 @@ from mpa.errors import RunError
 from mpa.metrics import match_answers, normalize_vqa_answer
 from mpa.prompts import ANSWER_PROMPT_ID, render_answer_prompt
 from mpa.records import CandidateRecord
+from mpa.review import apply_review, current_decisions, review_digest
 from mpa.rundir import RunDir, atomic_write_json, atomic_write_text, fingerprint, read_records
 from mpa.stages.common import model_identity
 
@@ -37,14 +38,24 @@ log = logging.getLogger(__name__)
 STAGE = "level"
 
 
-def stage_settings(cfg: MPAConfig, upstream_fp: str) -> dict[str, Any]:
-    return {
+def stage_settings(cfg: MPAConfig, upstream_fp: str, rd: RunDir) -> dict[str, Any]:
+    settings = {
         "identify": upstream_fp,
         "student": model_identity(cfg.student),
         "level": cfg.level.model_dump(),
         "answer_prompt": ANSWER_PROMPT_ID,
         "seed": cfg.seed,
     }
+    digest = review_digest(current_decisions(rd.root))
+    if digest is not None:  # reviewer decisions change the data (a run nobody reviewed keeps its fingerprint)
+        settings["review"] = digest
+    return settings
+
+
+def review_changed_only(rd: RunDir, fp: str, settings: dict[str, Any]) -> bool:
+    """True when level's folder differs from now only by the reviewer decisions: those are a deliberate change of
+    the training data, so level is redone without --force (any other change is still refused)."""
+    return rd.decide(STAGE, fp, settings).changed == ("review",)
 
 
 def _unit(seed: int, key: str) -> float:
@@ -143,9 +154,10 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
             "student.adapter: level trains a new adapter on the base student and cannot stack it on another; "
             "merge the adapter into the model first (peft merge_and_unload + save_pretrained) and pass that folder"
         )
-    settings = stage_settings(cfg, upstream["fingerprint"])
+    settings = stage_settings(cfg, upstream["fingerprint"], rd)
     fp = fingerprint(settings)
     # Under torchrun every process trains; only the main one writes the run directory (the others wait for it).
+    force = force or review_changed_only(rd, fp, settings)
     proceed = rd.begin(STAGE, fp, settings, force=force) if distributed.is_main() else True
     distributed.barrier()
     if not proceed or (not distributed.is_main() and rd.is_complete(STAGE, fp)):
@@ -153,11 +165,15 @@ def run(cfg: MPAConfig, rd: RunDir, *, force: bool = False) -> dict[str, Any]:
         return rd.require(STAGE)
     sdir = rd.stage_dir(STAGE)
     cands = list(read_records(rd.stage_dir("identify") / "candidates.jsonl", CandidateRecord))
-    data = split_data(cands, cfg.level, cfg.seed)
+    reviewed = apply_review(cands, current_decisions(rd.root))
+    data = split_data(reviewed, cfg.level, cfg.seed)
     counts = LevelCounts(**{name: len(rows) for name, rows in data.items()})
     if distributed.is_main():
-        val_ids = [r.qa_id for r in data["val"]]
-        atomic_write_json(sdir / "data_summary.json", {"counts": counts.model_dump(), "val_ids": val_ids})
+        review = {"removed": len(cands) - len(reviewed), "accepted": sum(c.reason == "accepted" for c in reviewed)}
+        atomic_write_json(sdir / "data_summary.json", {
+            "counts": counts.model_dump(), "review": review, "val_ids": [r.qa_id for r in data["val"]],
+            "train_ids": sorted({r.qa_id for r in data["train"]}),
+        })  # fmt: skip
     if not data["train"]:
         raise RunError(
             f"level: nothing to train on in {rd.stage_dir('identify')} (selected={counts.gap}): the student already "
