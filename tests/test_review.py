@@ -4,7 +4,6 @@ What `level` then trains on is checked on a real tiny model in tests/test_view.p
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
