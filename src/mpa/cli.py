@@ -135,10 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (mpa) and tracebacks on errors")
     p = sub.add_parser("validate", help="print the resolved config and the stage plan; run nothing")
     _add_config_flags(p)
-    p = sub.add_parser("export", help="export the selected set as LLaVA-JSON or ShareGPT")
+    p = sub.add_parser("export", help="export the selected set (after review) for another fine-tuning tool")
     p.add_argument("--run-dir", required=True)
-    p.add_argument("--format", choices=["llava", "sharegpt"], default="llava")
-    p.add_argument("--out", type=Path, help="output file (default: RUN_DIR/identify/export/parity_FORMAT.json)")
+    p.add_argument("--format", choices=["llava", "sharegpt", "llamafactory", "swift", "trl"], default="llava",
+                   help="llava, sharegpt: one JSON file; llamafactory, swift, trl: a folder with images")  # fmt: skip
+    p.add_argument("--out", type=Path, help="output file or folder (default: RUN_DIR/identify/export/...)")
     p = sub.add_parser("report", help="write RUN_DIR/report.html, report.md and summary.json from a run's files")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (finished or not)")
     return parser
@@ -374,19 +375,14 @@ def _pct(value: float | None) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mpa.export import write_exports
-    from mpa.records import CandidateRecord
-    from mpa.rundir import RunDir, iter_jsonl
+    from mpa.export import export_path, write_export
+    from mpa.review import reviewed_selection
+    from mpa.rundir import RunDir
 
     rd = RunDir(args.run_dir)
     rd.require("identify")
-    samples = [CandidateRecord.model_validate(r) for r in iter_jsonl(rd.stage_dir("identify") / "parity.jsonl")]
-    paths = write_exports(samples, rd.stage_dir("identify") / "export", [args.format])
-    path = Path(paths[args.format])
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
-        path = args.out
+    samples = reviewed_selection(rd.root)
+    path = write_export(samples, args.format, args.out or export_path(rd.stage_dir("identify") / "export", args.format))
     print(f"{len(samples)} samples → {path}")
     return 0
 

@@ -398,7 +398,11 @@ class RoundsConfig(_Strict):
 class ExportConfig(_Strict):
     """Formats the parity set is exported to, for other fine-tuning frameworks."""
 
-    formats: list[Literal["llava", "sharegpt"]] = Field(default_factory=lambda: ["llava", "sharegpt"])
+    formats: list[Literal["llava", "sharegpt", "llamafactory", "swift", "trl"]] = Field(
+        default_factory=lambda: ["llava", "sharegpt"],
+        description="Files with the run's image paths (llava, sharegpt) or self-contained folders with the images "
+        "copied (llamafactory, swift, trl); mpa.export.",
+    )
 
 
 class EngineConfig(_Strict):

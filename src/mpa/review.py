@@ -118,3 +118,10 @@ def review_summary(root: Path | str, cands: Sequence[CandidateRecord] | None = N
         "decisions_logged": sum(1 for _ in iter_jsonl(path)),
         "last_at": max((r.at for r in decisions.values()), default=None),
     }
+
+
+def reviewed_selection(root: Path | str) -> list[CandidateRecord]:
+    """The set `level` trains on as its gap set, before balancing: identify's selection after review (what
+    `mpa export` and `mpa publish` hand on)."""
+    cands = read_records(Path(root) / "identify" / "candidates.jsonl", CandidateRecord)
+    return [c for c in apply_review(list(cands), current_decisions(root)) if c.selected]
