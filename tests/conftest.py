@@ -6,7 +6,9 @@ Fixtures are lazy: a run that never asks for `tiny_teacher_dir` never trains it 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,11 +78,46 @@ def tiny_student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def quiet_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_teacher_dir: Path,
+    tiny_student_dir: Path,
+    color_images: Path,
+    color_image_labels: list[tuple[Path, str]],
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The whole method with evaluation on a colour benchmark, run as `mpa run CONFIG --quiet` (once per test run:
+    the report and publish tests read it; tests that change a run copy it first)."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.test_pipeline import make_tree
+
+    root = tmp_path_factory.mktemp("report_run")
+    bench = root / "colours.jsonl"
+    rows = [{"image": str(p), "question": "What colour is the image?", "answers": [c], "question_type": "colour"}
+            for p, c in color_image_labels]  # fmt: skip
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tree: dict[str, Any] = make_tree(root / "run", tiny_teacher_dir, tiny_student_dir, color_images)
+    tree["level"].update({"epochs": 3, "val_fraction": 0.25})
+    tree["evaluate"] = {"benchmarks": [{"name": "jsonl", "data_dir": str(bench)}]}
+    tree["contamination"] = {"check": False}  # the benchmark is the pool itself: the guard would drop it all
+    cfg = root / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tree))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mpa.cli", "run", str(cfg), "--quiet"], capture_output=True,
+                          text=True, env=env, timeout=600)  # fmt: skip
+    return root / "run", proc
+
+
 # Fixtures that build, train, load or serve a model: a test using any of them (directly or as a parameter naming
 # the fixture) is a tiny-model test, marker `models`.
 MODEL_FIXTURES = frozenset(
     {"tiny_llava_dir", "tiny_idefics3_dir", "tiny_teacher_dir", "tiny_student_dir", "family_dir", "parrot_dir",
-     "served_teacher", "served", "quick_demo"}
+     "served_teacher", "served", "quick_demo", "quiet_run"}
 )  # fmt: skip
 
 

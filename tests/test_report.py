@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mpa.cli import main
 from mpa.report import GALLERY_SIZE, write_report
 from mpa.report.md import cell
 from mpa.rundir import iter_jsonl
-from tests.test_pipeline import make_tree
 
 SECTION_IDS = ["headline", "benchmarks", "funnel", "training", "gallery", "changes", "cost", "config"]
 BAR_MARKS = re.compile(r"\r|it/s|img/s|q/s|step/s|s/step|s/it|%\|")  # what a tqdm bar (ours or a library's) prints
@@ -34,29 +32,6 @@ def _mpa(*args: str, timeout_s: int = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "mpa.cli", *args], capture_output=True, text=True, env=env,
                           timeout=timeout_s)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def quiet_run(
-    tmp_path_factory: pytest.TempPathFactory,
-    tiny_teacher_dir: Path,
-    tiny_student_dir: Path,
-    color_images: Path,
-    color_image_labels: list[tuple[Path, str]],
-) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """The whole method with evaluation on a colour benchmark, run as `mpa run CONFIG --quiet`."""
-    root = tmp_path_factory.mktemp("report_run")
-    bench = root / "colours.jsonl"
-    rows = [{"image": str(p), "question": "What colour is the image?", "answers": [c], "question_type": "colour"}
-            for p, c in color_image_labels]  # fmt: skip
-    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tree: dict[str, Any] = make_tree(root / "run", tiny_teacher_dir, tiny_student_dir, color_images)
-    tree["level"].update({"epochs": 3, "val_fraction": 0.25})
-    tree["evaluate"] = {"benchmarks": [{"name": "jsonl", "data_dir": str(bench)}]}
-    tree["contamination"] = {"check": False}  # the benchmark is the pool itself: the guard would drop it all
-    cfg = root / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(tree))
-    return root / "run", _mpa("run", str(cfg), "--quiet")
 
 
 def _copy(run: Path, dest: Path) -> Path:

@@ -7,6 +7,8 @@ mpa annotate | identify | level [CONFIG] --run-dir DIR ...   one stage
 mpa validate CONFIG                               resolved config + stage plan, nothing run
 mpa export --run-dir DIR --format llava           the selected set for other fine-tuning tools
 mpa report RUN_DIR                                report.html / report.md / summary.json of a run
+mpa publish RUN_DIR --out DIR [--push-to-hub ID]  Hub-ready dataset + model folders with cards
+mpa view RUN_DIR                                  browse, filter, accept / reject candidates in a browser
 """
 
 from __future__ import annotations
@@ -140,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["llava", "sharegpt", "llamafactory", "swift", "trl"], default="llava",
                    help="llava, sharegpt: one JSON file; llamafactory, swift, trl: a folder with images")  # fmt: skip
     p.add_argument("--out", type=Path, help="output file or folder (default: RUN_DIR/identify/export/...)")
+    p = sub.add_parser("publish", help="Hub-ready dataset and model folders with cards (optionally pushed)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (identify finished at least)")
+    p.add_argument("--out", type=Path, required=True, help="writes OUT/dataset and OUT/model")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload both as REPO_ID (dataset repo and model repo)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create private repos")
+    p.add_argument("--base-model", metavar="HUB_ID",
+                   help="the Hub checkpoint the student is (when the run used a local folder)")  # fmt: skip
+    p.add_argument("--no-candidates", action="store_true", help="only the selected set, not every candidate")
+    p = sub.add_parser("view", help="a local page to browse candidates and accept / reject them before leveling")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (identify finished)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--reviewer", help="name recorded with each decision (default: user@host)")
     p = sub.add_parser("report", help="write RUN_DIR/report.html, report.md and summary.json from a run's files")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (finished or not)")
     return parser
@@ -374,6 +389,20 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from mpa.publish import describe, publish, push
+
+    if args.private and not args.push_to_hub:
+        raise ConfigError("--private applies to --push-to-hub REPO_ID; add it or leave --private out")
+    published = publish(args.run_dir, args.out, candidates=not args.no_candidates, base_model=args.base_model,
+                        repo_id=args.push_to_hub)  # fmt: skip
+    print(describe(published))
+    if args.push_to_hub:
+        for url in push(published, args.push_to_hub, args.private):
+            print(f"pushed: {url}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from mpa.export import export_path, write_export
     from mpa.review import reviewed_selection
@@ -402,6 +431,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "publish":
+            return cmd_publish(args)
+        if args.command == "view":
+            from mpa.view import serve
+
+            serve(args.run_dir, args.host, args.port, args.reviewer)
+            return 0
         if args.command == "evaluate":
             return cmd_evaluate(args)
         if args.command == "demo":

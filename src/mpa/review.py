@@ -61,7 +61,12 @@ def current_decisions(root: Path | str) -> dict[str, ReviewRecord]:
 
 
 def record_decisions(
-    root: Path | str, qa_ids: Sequence[str], decision: Verdict, who: str, known: Iterable[str] | None = None
+    root: Path | str,
+    qa_ids: Sequence[str],
+    decision: Verdict,
+    who: str,
+    known: Iterable[str] | None = None,
+    wait_s: float = 1.0,
 ) -> list[ReviewRecord]:
     """Append one decision per qa_id, holding the run directory's lock for the write (`RunBusyError` while another
     mpa process changes the run). With `known`, a qa_id that is not a candidate of the run is refused, naming it."""

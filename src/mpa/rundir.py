@@ -238,11 +238,12 @@ _HELD: dict[Path, list[int]] = {}  # run directories this process holds: resolve
 
 
 @contextlib.contextmanager
-def hold_run_dir(root: Path | str, command: str) -> Iterator[None]:
+def hold_run_dir(root: Path | str, command: str, wait_s: float = 5.0) -> Iterator[None]:
     """Hold a run directory exclusively while changing it: the stages of `mpa run` / `mpa demo`, and each write of
-    `mpa view`. Another process that tries gets `RunBusyError` naming the holder (pid and command) at once; it
-    never waits. The lock is `flock` on RUN_DIR/.mpa.lock, released by the kernel when the holder exits, even on
-    SIGKILL, so a crash leaves no stale lock. Re-entrant within a process (rounds run pipelines inside a run)."""
+    `mpa view`. Another process that tries gets `RunBusyError` naming the holder (pid and command) after waiting
+    up to `wait_s` (a view's write takes milliseconds; a run takes its time). The lock is `flock` on
+    RUN_DIR/.mpa.lock, released by the kernel when the holder exits, even on SIGKILL, so a crash leaves no stale
+    lock. Re-entrant within a process (rounds run pipelines inside a run)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     key = root.resolve()
@@ -254,13 +255,19 @@ def hold_run_dir(root: Path | str, command: str) -> Iterator[None]:
             _HELD[key][1] -= 1
         return
     fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, file_mode())
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "starting up"
-        os.close(fd)
-        raise RunBusyError(f"{root} is being changed by another mpa process ({holder}); wait until it ends, or "
-                           "use another run directory") from None  # fmt: skip
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "starting up"
+            os.close(fd)
+            raise RunBusyError(f"{root} is being changed by another mpa process ({holder}); wait until it ends, "
+                               "or use another run directory") from None  # fmt: skip
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}: {command}".encode())
     _HELD[key] = [fd, 1]
