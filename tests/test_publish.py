@@ -69,8 +69,8 @@ def test_dataset_reloads_with_embedded_images_and_its_card_has_the_metadata(
     text = card.text
     for needle in ("Licence: not set", "| teacher-consistent | 12 |", "| **published (after review)** | 8 |",
                    "matcher: `exact`; strategy: `parity`", f"mpa {__version__}", PAPER_BIBTEX,
-                   "annotation prompt: `annotate.generic@1`", "1 rejected, 1 accepted (1 added to the selection)",
-                   "(weights ", "backend scripted"):  # fmt: skip
+                   "annotation prompt: `annotate.generic@1`", "(weights ", "backend scripted",
+                   "1 accepted (1 added to the selection) by ann (1), bob (1)"):  # fmt: skip
         assert needle in text, needle
 
 

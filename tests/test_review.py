@@ -4,6 +4,7 @@ What `level` then trains on is checked on a real tiny model in tests/test_view.p
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -57,10 +58,17 @@ def test_rejected_leave_every_set_and_accepted_join_the_gap(identified: Path) ->
     assert known[0] in {c.qa_id for c in data["gap"] + data["val"]}
     log = list(iter_jsonl(identified / "review" / "decisions.jsonl"))
     assert len(log) == 5 and {r["who"] for r in log} == {"ann", "bob"} and all(r["at"].endswith("+00:00") for r in log)
-    summary = review_summary(identified, cands)
+    summary = review_summary(identified)
     assert summary is not None
     assert (summary["rejected"], summary["accepted"], summary["rejected_from_selected"]) == (2, 1, 2)
     assert summary["added_to_selected"] == 1 and summary["reviewers"] == {"ann": 2, "bob": 1}
+    # the report (md, html) and summary.json say what the review changed
+    from mpa.report import write_report
+
+    paths = write_report(identified)
+    assert json.loads(paths["summary"].read_text())["review"] == summary
+    line = "2 rejected (2 of them selected), 1 accepted (1 added to the selection) by ann (2), bob (1)"
+    assert line in paths["md"].read_text() and line in paths["html"].read_text()
 
 
 def test_decisions_are_part_of_levels_fingerprint_and_re_level_without_force(identified: Path) -> None:

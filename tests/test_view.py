@@ -169,3 +169,6 @@ def test_reviewing_in_chromium_changes_what_level_trains_on(quiet_run: tuple[Pat
     assert level["settings"]["review"] and level["counts"]["gap"] == before["counts"]["gap"] - sum(
         q not in before["val_ids"] for q in rejected
     )
+    proc = subprocess.run([sys.executable, "-m", "mpa.cli", "report", str(run)], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and "2 rejected (2 of them selected)" in (run / "report.md").read_text()

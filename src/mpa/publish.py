@@ -31,7 +31,7 @@ from typing import Any
 from mpa import __version__
 from mpa.errors import MPAError, RunError
 from mpa.records import CandidateRecord
-from mpa.review import current_decisions, review_summary, reviewed_selection
+from mpa.review import current_decisions, review_line, review_summary, reviewed_selection
 from mpa.rundir import RunDir, atomic_write_json, read_json, read_records
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,7 @@ def dataset_card(rd: RunDir, rows: int, candidates: int, repo_id: str | None) ->
               ["QA pairs (parsed)", counts.get("parseable")], ["teacher-consistent", counts.get("teacher_consistent")],
               ["student fails", counts.get("student_fails")], ["selected by the strategy", counts.get("selected")],
               ["**published (after review)**", rows]]  # fmt: skip
-    review = review_summary(rd.root, list(read_records(rd.stage_dir("identify") / "candidates.jsonl",
-                                                       CandidateRecord)))  # fmt: skip
+    review = review_summary(rd.root)
     prompt = _prompt_text(rd)
     load_id = repo_id or "path/to/dataset"
     load = [f'gaps = load_dataset("{load_id}", split="train")  # the selected set, images embedded']
@@ -233,7 +232,7 @@ def dataset_card(rd: RunDir, rows: int, candidates: int, repo_id: str | None) ->
         f"- annotation prompt: `{a_set.get('prompt_id')}`; answering prompt: `{i_set.get('answer_prompt')}`",
         f"- matcher: `{ident_set.get('matcher')}`; strategy: `{ident_set.get('strategy')}`; "
         f"consensus: `{ident_set.get('consensus')}`",
-        f"- review: {_review_line(review)}",
+        f"- review: {review_line(review)}",
         f"- mpa {__version__}; run fingerprint (identify) `{ident['fingerprint']}`",
         "",
         *(["### Annotation prompt", "", "```text", prompt, "```", ""] if prompt else []),
@@ -245,14 +244,6 @@ def dataset_card(rd: RunDir, rows: int, candidates: int, repo_id: str | None) ->
         "",
     ]
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
-
-
-def _review_line(review: dict[str, Any] | None) -> str:
-    if not review:
-        return "none (the strategy's selection as is)"
-    who = ", ".join(f"{k} ({v})" for k, v in review["reviewers"].items())
-    return (f"{review['rejected']} rejected, {review['accepted']} accepted ({review['added_to_selected']} added to "
-            f"the selection) by {who}; last decision {review['last_at']}")  # fmt: skip
 
 
 def final_round(rd: RunDir) -> RunDir:

@@ -105,14 +105,15 @@ def apply_review(cands: Sequence[CandidateRecord], decisions: dict[str, ReviewRe
     return out
 
 
-def review_summary(root: Path | str, cands: Sequence[CandidateRecord] | None = None) -> dict[str, Any] | None:
-    """Counts for the report and summary.json: accepted / rejected, how many of each change the selected set,
-    decisions per reviewer, the latest decision's time; None when nobody reviewed the run."""
+def review_summary(root: Path | str) -> dict[str, Any] | None:
+    """Counts for the report, summary.json and the dataset card: accepted / rejected, how many of each change the
+    selected set, decisions per reviewer, the latest decision's time; None when nobody reviewed the run."""
     path = Path(root) / DECISIONS_FILE
     if not path.exists():
         return None
     decisions = current_decisions(root)
-    selected = {c.qa_id for c in cands if c.selected} if cands is not None else set()
+    cands = read_records(Path(root) / "identify" / "candidates.jsonl", CandidateRecord)
+    selected = {c.qa_id for c in cands if c.selected}
     verdicts = Counter(r.decision for r in decisions.values())
     return {
         "accepted": verdicts["accept"],
@@ -123,6 +124,16 @@ def review_summary(root: Path | str, cands: Sequence[CandidateRecord] | None = N
         "decisions_logged": sum(1 for _ in iter_jsonl(path)),
         "last_at": max((r.at for r in decisions.values()), default=None),
     }
+
+
+def review_line(review: dict[str, Any] | None) -> str:
+    """One sentence on a run's review (`review_summary`), for the report and the dataset card."""
+    if not review:
+        return "none (the strategy's selection as is)"
+    who = ", ".join(f"{k} ({v})" for k, v in review["reviewers"].items())
+    return (f"{review['rejected']} rejected ({review['rejected_from_selected']} of them selected), "
+            f"{review['accepted']} accepted ({review['added_to_selected']} added to the selection) by {who}; "
+            f"last decision {review['last_at']}; level trains on the reviewed set")  # fmt: skip
 
 
 def reviewed_selection(root: Path | str) -> list[CandidateRecord]:

@@ -16,6 +16,7 @@ from mpa.counts import LevelCounts
 from mpa.report import plots
 from mpa.report.md import COST_HEADER, ROUNDS_HEADER, cost_rows, gap_histogram, pct, rounds_rows
 from mpa.report.model import EXAMPLES, BenchmarkChanges, RunReport, spread
+from mpa.review import review_line
 
 THUMB_PX = 96
 SECTIONS = {"benchmarks": "Benchmarks", "funnel": "Parity funnel", "training": "Training", "gallery": "Gallery",
@@ -149,6 +150,9 @@ def _funnel(report: RunReport) -> str:
         out.append(f'<div class="plots">{chart}{table}</div>')
         if report.strategy and report.strategy != "parity":
             out.append(f'<p class="note">Selection strategy: {e(report.strategy)} (not the parity rule).</p>')
+        if report.summary.get("review"):
+            line = review_line(report.summary["review"])
+            out.append(f'<p class="note" id="review">Review (<code>mpa view</code>): {e(line)}.</p>')
     return "".join(out)
 
 

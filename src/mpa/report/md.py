@@ -11,6 +11,7 @@ from typing import Any
 
 from mpa.counts import LevelCounts
 from mpa.report.model import EXAMPLES, USAGE_FIELDS, BenchmarkChanges, RunReport, add_usage, spread
+from mpa.review import review_line
 
 COST_HEADER = ["stage", "model", "seconds", "requests", "prompt tokens", "completion tokens", "cost (USD)"]
 ROLE_NAMES = {"teacher": "teacher", "student_before": "student before", "student_after": "student after"}
@@ -89,6 +90,8 @@ def render_markdown(report: RunReport) -> str:
         lines += table(["step", "count", "dropped before this step (reason: count)"],
                        [[f.label, f.count, reasons(f.dropped)] for f in report.funnel])  # fmt: skip
         lines += ["", f"Strategy: `{cell(report.strategy)}`." if report.strategy else "", ""]
+        if s.get("review"):
+            lines += [f"Review (`mpa view`, review/decisions.jsonl): {cell(review_line(s['review']), 400)}.", ""]
     lines += ["## Training", "", *_missing(report, "training")]
     lv = s["level"]
     if lv:

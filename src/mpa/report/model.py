@@ -23,6 +23,7 @@ from mpa.contract import CHAIN, PIPELINE, STAGES
 from mpa.counts import AnnotateCounts, IdentifyCounts, LevelCounts
 from mpa.errors import MPAError
 from mpa.records import CandidateRecord
+from mpa.review import review_summary
 from mpa.rundir import RunDir, atomic_write_json, iter_jsonl, latest_by_key, read_json, read_records
 
 T = TypeVar("T")
@@ -223,6 +224,7 @@ def build_summary(rd: RunDir, changes: list[BenchmarkChanges] | None = None) -> 
         "environment": read_json(env_path) if env_path.exists() else {},
         "rounds": read_json(rd.root / "rounds.json") if (rd.root / "rounds.json").exists() else None,
         "contamination": _contamination(rd),
+        "review": review_summary(rd.root),
     }
 
 
