@@ -102,6 +102,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (mpa) and tracebacks on errors")
 
 
+def _add_log_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the result")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (mpa) and tracebacks on errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpa",
@@ -150,11 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", metavar="HUB_ID",
                    help="the Hub checkpoint the student is (when the run used a local folder)")  # fmt: skip
     p.add_argument("--no-candidates", action="store_true", help="only the selected set, not every candidate")
+    _add_log_flags(p)
     p = sub.add_parser("view", help="a local page to browse candidates and accept / reject them before leveling")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (identify finished)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--reviewer", help="name recorded with each decision (default: user@host)")
+    _add_log_flags(p)
     p = sub.add_parser("report", help="write RUN_DIR/report.html, report.md and summary.json from a run's files")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (finished or not)")
     return parser

@@ -317,7 +317,8 @@ def model_card(lrd: RunDir, manifest: dict[str, Any], lora: bool, base_model: st
         eval_results=results or None,
     )
     level = manifest["settings"]["level"]
-    hyper = [[k, f"`{v}`"] for k, v in level.items() if v is not None and k != "lora_target_modules"]
+    skip = () if lora else ("lora_",)  # LoRA settings say nothing about a fully fine-tuned model
+    hyper = [[k, f"`{v}`"] for k, v in level.items() if v is not None and not k.startswith(skip)]
     counts = manifest.get("counts", {})
     curve = _val_curve(lrd)
     where = repo_id or "path/to/model"
@@ -347,7 +348,8 @@ def model_card(lrd: RunDir, manifest: dict[str, Any], lora: bool, base_model: st
         *(
             [
                 "> **base_model is not set**: the student was a local folder. Republish with `--base-model HUB_ID` "
-                "(the Hub checkpoint it is a copy of) so the adapter loads anywhere.",
+                "(the Hub checkpoint it is a copy of) so the Hub links it to its base"
+                + (" and the adapter loads anywhere." if lora else "."),
                 "",
             ]
             if not base_model
@@ -427,7 +429,7 @@ def publish(
         shutil.rmtree(dataset / "candidates", ignore_errors=True)
     dataset_card(rd, rows, n_cands, repo_id).save(dataset / "README.md")
     model = write_model(rd, out / "model", base_model, repo_id)
-    log.warning("publish: %s", LICENCE_WARNING)
+    log.warning("%s", LICENCE_WARNING)
     return Published(dataset, model, rows, n_cands)
 
 
