@@ -86,6 +86,25 @@ def test_large_sets_are_sharded_and_still_load_as_one(identified: Path, tmp_path
     assert "candidates" not in DatasetCard.load(published.dataset / "README.md").text.split("## Load")[1][:400]
 
 
+def test_publish_never_clobbers_a_foreign_folder_nor_writes_half_a_set(
+    identified: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mine = tmp_path / "mine"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "weights.bin").write_text("precious")
+    assert main(["publish", str(identified), "--out", str(mine)]) == 2
+    assert "is not empty and was not written by `mpa publish`" in capsys.readouterr().err
+    assert (mine / "model" / "weights.bin").read_text() == "precious"
+    assert main(["publish", str(identified), "--out", str(tmp_path / "share")]) == 0
+    assert main(["publish", str(identified), "--out", str(tmp_path / "share")]) == 0  # its own output: replaced
+    gone = Path(next(c for c in candidates(identified) if c.selected).image_path)
+    gone.rename(gone.with_suffix(".bak"))
+    assert main(["publish", str(identified), "--out", str(tmp_path / "new")]) == 2
+    assert f"{gone}: the image of candidate" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize(("n", "label"), [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (250_000, "100K<n<1M")])
 def test_size_category(n: int, label: str) -> None:
     assert size_category(n) == label

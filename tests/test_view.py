@@ -117,6 +117,21 @@ def test_decisions_are_saved_with_who_and_refused_while_the_run_is_busy(identifi
     assert [(r["qa_id"], r["decision"], r["who"]) for r in log] == [(q, "reject", "ann") for q in sel[:2]]
 
 
+def test_view_errors_are_one_line(identified: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    from mpa.cli import main
+
+    assert main(["view", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "candidates.jsonl not found: run identify first" in err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["view", str(identified), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--port {port}: cannot listen on 127.0.0.1:{port}" in err
+
+
 @pytest.mark.models
 def test_reviewing_in_chromium_changes_what_level_trains_on(quiet_run: tuple[Path, Any], tmp_path: Path) -> None:
     import shutil

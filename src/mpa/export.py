@@ -11,7 +11,8 @@ A self-contained folder (`<format>/`, the images copied — hard-linked where th
   `mpa_parity.json`; LLaMA-Factory resolves image paths against `media_dir`, which defaults to `dataset_dir`:
   `llamafactory-cli train ... --dataset_dir EXPORT --dataset mpa_parity`;
 - `swift`: `mpa_parity.jsonl`, ms-swift's standard {"messages", "images"} rows (`<image>` in the user turn); ms-swift
-  opens relative paths from the working directory: `cd EXPORT && swift sft --dataset mpa_parity.jsonl ...`;
+  opens relative paths from the working directory, else under $ROOT_IMAGE_DIR:
+  `cd EXPORT && swift sft --dataset mpa_parity.jsonl ...` or `ROOT_IMAGE_DIR=EXPORT swift sft ...`;
 - `trl`: `mpa_parity.jsonl`, TRL's conversational prompt/completion rows with typed content
   ([{"type": "image"}, {"type": "text"}]) and an `images` column; `load_trl_export` gives the `datasets.Dataset`
   with PIL images that `SFTTrainer` takes.

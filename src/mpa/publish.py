@@ -52,8 +52,9 @@ LICENCE_WARNING = (
     "no licence is set: the images are yours (their licence is theirs) and the answers come from the teacher "
     "(its terms may restrict use); add `license:` to the card's YAML before sharing"
 )
-SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]  # fmt: skip
+SIZE_CATEGORIES = [(10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M"),
+                   (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B"),
+                   (10**11, "10B<n<100B"), (10**12, "100B<n<1T")]  # the values DatasetCardData documents  # fmt: skip
 COLUMNS = ("qa_id", "image_id", "question", "answer", "answer_type", "teacher_answer", "student_answer")
 
 
@@ -404,6 +405,19 @@ def model_card(lrd: RunDir, manifest: dict[str, Any], lora: bool, base_model: st
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
+MARKER = ".mpa_publish.json"
+
+
+def _claim(out: Path, rd: RunDir) -> None:
+    """OUT must be new, empty, or an earlier `mpa publish` output (its dataset/ and model/ are replaced): never a
+    folder of the user's whose model/ we would delete."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise MPAError(f"--out {out} is not empty and was not written by `mpa publish`; choose a new or empty folder "
+                       "(nothing was written)")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / MARKER, {"run_dir": str(rd.root.resolve()), "mpa_version": __version__})
+
+
 def publish(
     run_dir: Path | str,
     out: Path | str,
@@ -422,6 +436,11 @@ def publish(
     cands = list(read_records(rd.stage_dir("identify") / "candidates.jsonl", CandidateRecord))
     reviews = {q: r.decision for q, r in current_decisions(rd.root).items()}
     selection = reviewed_selection(rd.root)
+    missing = next((c for c in (cands if candidates else selection) if not Path(c.image_path).is_file()), None)
+    if missing is not None:
+        raise MPAError(f"{missing.image_path}: the image of candidate {missing.qa_id} is gone; restore it (or publish "
+                       "with --no-candidates if only unselected ones are gone); nothing was written")  # fmt: skip
+    _claim(out, rd)
     dataset = out / "dataset"
     rows = write_parquet(selection, dataset / "data", reviews, False, max_shard_bytes)
     n_cands = write_parquet(cands, dataset / "candidates", reviews, True, max_shard_bytes) if candidates else 0

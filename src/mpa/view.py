@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import socket
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
@@ -205,6 +206,14 @@ def serve(root: Path | str, host: str = "127.0.0.1", port: int = 8765, reviewer:
     import uvicorn
 
     app = create_app(root, reviewer)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # one line, not a traceback
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise MPAError(
+                f"--port {port}: cannot listen on {host}:{port} ({err.strerror}); pass another --port"
+            ) from None
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("view: listening on %s: anyone who can reach this machine can change the review", host)
     print(f"mpa view: http://{host}:{port}  ({root}; Ctrl-C to stop)", flush=True)
