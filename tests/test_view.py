@@ -109,12 +109,21 @@ def test_decisions_are_saved_with_who_and_refused_while_the_run_is_busy(identifi
         assert get(base + "/api/candidates?decision=reject")["total"] == 2
         assert post(base + "/api/decisions", {"qa_ids": ["nope"], "decision": "reject"})[0] == 400
         assert post(base + "/api/decisions", {"qa_ids": sel[:1], "decision": "maybe"})[0] == 422
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:  # concurrent clicks: every one saved, one line each
+            codes = list(pool.map(lambda q: post(base + "/api/decisions", {"qa_ids": [q], "decision": "accept"})[0],
+                                  sel[2:] * 3))  # fmt: skip
+        assert codes == [200] * len(sel[2:]) * 3
+        assert post(base + "/api/decisions", {"qa_ids": sel[2:], "decision": "clear"})[0] == 200
         with hold_run_dir(identified, "mpa run (this test)"):  # another process changes the run
             status, body = post(base + "/api/decisions", {"qa_ids": sel[2:3], "decision": "reject"})
         assert status == 409 and "being changed by another mpa process" in body["detail"]
         assert "mpa run (this test)" in body["detail"]
     log = list(iter_jsonl(identified / "review" / "decisions.jsonl"))
-    assert [(r["qa_id"], r["decision"], r["who"]) for r in log] == [(q, "reject", "ann") for q in sel[:2]]
+    assert [(r["qa_id"], r["decision"], r["who"]) for r in log[:2]] == [(q, "reject", "ann") for q in sel[:2]]
+    assert len(log) == 2 + 4 * len(sel[2:])  # append-only: every accept and clear is kept
+    assert {q: d.decision for q, d in current_decisions(identified).items()} == dict.fromkeys(sel[:2], "reject")
 
 
 def test_view_errors_are_one_line(identified: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811

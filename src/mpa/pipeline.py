@@ -140,10 +140,16 @@ def run_pipeline(
     check_inputs(cfg, stages)
     rd = RunDir(cfg.run_dir)
     rd.check_version()
-    # Only one process changes a run directory at a time (another `mpa run`, `mpa view` saving decisions).
+    if not force:  # reopening failed stages (--retry-failed) does not change these decisions
+        for row in plan(cfg, rd):
+            if row["action"] == "refuse" and row["stage"].split("/")[0] in stages:
+                raise StageConflictError(f"stage '{row['stage']}' in {rd.root} was run with other settings; "
+                                         f"{row['detail']}, or choose another --run-dir")  # fmt: skip
+    # Checked, nothing written yet. One process changes a run directory at a time (another `mpa run`, a decision
+    # saved by `mpa view`).
     lock = hold_run_dir(rd.root, invocation()) if distributed.is_main() else contextlib.nullcontext()
     with lock:
-        return _run_stages(cfg, rd, stages, force=force, retry_failed=retry_failed)
+        return _run_stages(cfg, rd, stages, retry_failed=retry_failed, force=force)
 
 
 def invocation() -> str:
@@ -156,11 +162,6 @@ def _run_stages(
 ) -> dict[str, dict[str, Any]]:
     if retry_failed:
         reopen_failed(rd, stages)
-    if not force:
-        for row in plan(cfg, rd):
-            if row["action"] == "refuse" and row["stage"].split("/")[0] in stages:
-                raise StageConflictError(f"stage '{row['stage']}' in {rd.root} was run with other settings; "
-                                         f"{row['detail']}, or choose another --run-dir")  # fmt: skip
     if distributed.world_size() > 1 and stages != ["level"]:
         raise ConfigError(
             f"under torchrun/accelerate ({distributed.world_size()} processes) run only the level stage: "

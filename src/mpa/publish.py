@@ -31,6 +31,7 @@ from typing import Any
 from mpa import __version__
 from mpa.errors import MPAError, RunError
 from mpa.records import CandidateRecord
+from mpa.report.md import pct, table
 from mpa.review import current_decisions, review_line, review_summary, reviewed_selection
 from mpa.rundir import RunDir, atomic_write_json, read_json, read_records
 
@@ -150,19 +151,15 @@ def _prompt_text(rd: RunDir) -> str | None:
     try:
         cfg = build_config(read_yaml(rd.root / "config.yaml"), source="config.yaml")
         prompt = resolve_prompt(cfg)
-        return render_annotate_prompt(prompt, pairs_per_call(cfg, prompt))
     except (MPAError, OSError, ValueError):
         return None
+    if prompt.id != _stage_settings(rd, "annotate").get("prompt_id"):
+        return None  # config.yaml was changed since annotate ran: its prompt is not the one the teacher saw
+    return render_annotate_prompt(prompt, pairs_per_call(cfg, prompt))
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f}%"
+    return "\n".join(table(header, rows))
 
 
 def dataset_card(rd: RunDir, rows: int, candidates: int, repo_id: str | None) -> Any:
@@ -285,8 +282,8 @@ def _eval_results(lrd: RunDir) -> tuple[list[Any], list[list[Any]]]:
     summary = read_json(path) if path.exists() else {}
     results, rows = [], []
     for bench, row in summary.items():
-        rows.append([bench, row["metric"], _pct(row.get("teacher")), _pct(row.get("student_before")),
-                     _pct(row.get("student_after")), _pct(row.get("gap_closed"))])  # fmt: skip
+        rows.append([bench, row["metric"], pct(row.get("teacher")), pct(row.get("student_before")),
+                     pct(row.get("student_after")), pct(row.get("gap_closed"))])  # fmt: skip
         if row.get("student_after") is not None:
             results.append(EvalResult(task_type="visual-question-answering", task_name="Visual Question Answering",
                                       dataset_type=bench, dataset_name=bench, metric_type=row["metric"],
@@ -376,8 +373,8 @@ def model_card(lrd: RunDir, manifest: dict[str, Any], lora: bool, base_model: st
         f"Trained on {counts.get('train')} samples: {counts.get('gap')} gap samples (after review), "
         f"{counts.get('retention')} retention samples; {counts.get('val')} held out for validation. "
         f"Label-free validation accuracy (agreement with the teacher's pseudo-answers on held-out "
-        f"teacher-consistent QAs): {_pct(manifest.get('val_accuracy_before'))} → "
-        f"{_pct(manifest.get('val_accuracy_after'))}.",
+        f"teacher-consistent QAs): {pct(manifest.get('val_accuracy_before'))} → "
+        f"{pct(manifest.get('val_accuracy_after'))}.",
         "",
         _table(["hyperparameter", "value"], hyper),
         "",

@@ -92,11 +92,11 @@ def run_rounds(
     """Run round 1 (`run_pipeline`), then rounds 2..count while they gain; returns the last round's manifests.
     Rounds apply only when `stages` include level; RUN_DIR/rounds.json gets the per-round table."""
     stages = stages or ["annotate", "identify", "level", "evaluate"]
+    manifests = run_pipeline(first_round(cfg), stages, force=force, retry_failed=retry_failed)  # checks, then locks
+    if cfg.rounds.count == 1 or "level" not in stages:
+        return manifests
     lock = hold_run_dir(cfg.run_dir, invocation()) if distributed.is_main() else contextlib.nullcontext()
-    with lock:  # the whole run of rounds, not one pipeline at a time: nothing else writes between rounds
-        manifests = run_pipeline(first_round(cfg), stages, force=force, retry_failed=retry_failed)
-        if cfg.rounds.count == 1 or "level" not in stages:
-            return manifests
+    with lock:  # the rounds after the first write RUN_DIR/rounds.json and summary.json
         return _more_rounds(cfg, stages, manifests, force=force, retry_failed=retry_failed)
 
 

@@ -22,6 +22,7 @@ import functools
 import io
 import logging
 import socket
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
@@ -61,9 +62,11 @@ class Query:
 
 
 class CandidateIndex:
-    """The run's candidates and decisions in memory; re-read when candidates.jsonl or decisions.jsonl change."""
+    """The run's candidates and decisions in memory; re-read when candidates.jsonl or decisions.jsonl change.
+    uvicorn answers requests from a thread pool: `lock` serialises reading, re-indexing and writing decisions."""
 
     def __init__(self, root: Path) -> None:
+        self.lock = threading.RLock()
         self.root = root
         self.path = root / "identify" / "candidates.jsonl"
         if not self.path.exists():
@@ -78,6 +81,10 @@ class CandidateIndex:
         return self.path.stat().st_mtime, decisions.stat().st_mtime if decisions.exists() else 0.0
 
     def refresh(self) -> None:
+        with self.lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         stamp = self._stamps()
         if stamp == self._stamp:
             return
@@ -91,6 +98,11 @@ class CandidateIndex:
         self._stamp = stamp
 
     def facets(self) -> dict[str, Any]:
+        with self.lock:
+            self._refresh()
+            return self._facets()
+
+    def _facets(self) -> dict[str, Any]:
         verdicts = Counter(d.decision for d in self.decisions.values())
         return {
             "reason": dict(Counter(r.reason for r in self.rows).most_common()),
@@ -104,7 +116,11 @@ class CandidateIndex:
         }
 
     def query(self, q: Query) -> dict[str, Any]:
-        self.refresh()
+        with self.lock:
+            self._refresh()
+            return self._query(q)
+
+    def _query(self, q: Query) -> dict[str, Any]:
         text = q.q.strip().lower()
         answer = normalize_vqa_answer(q.answer) if q.answer else ""
         hits = [
@@ -164,8 +180,8 @@ def create_app(root: Path | str, reviewer: str | None = None) -> Any:
 
     @app.get("/api/meta")
     def meta() -> dict[str, Any]:
-        index.refresh()
-        return {"run_dir": str(root), "reviewer": who, "total": len(index.rows), "facets": index.facets(),
+        facets = index.facets()
+        return {"run_dir": str(root), "reviewer": who, "total": sum(facets["reason"].values()), "facets": facets,
                 "page_size": PAGE_SIZE}  # fmt: skip
 
     @app.get("/api/candidates")
@@ -186,17 +202,18 @@ def create_app(root: Path | str, reviewer: str | None = None) -> Any:
 
     @app.post("/api/decisions")
     def decide(body: Decisions) -> dict[str, Any]:
-        qa_ids = body.qa_ids
-        try:
-            saved = record_decisions(root, qa_ids, body.decision, who, known=index.ids)
-        except RunBusyError as err:
-            raise HTTPException(409, str(err)) from None
-        except MPAError as err:
-            raise HTTPException(400, str(err)) from None
-        index.refresh()
+        with index.lock:  # one write at a time (the run-directory lock is per process, not per thread)
+            try:
+                saved = record_decisions(root, body.qa_ids, body.decision, who, known=index.ids)
+            except RunBusyError as err:
+                raise HTTPException(409, str(err)) from None
+            except MPAError as err:
+                raise HTTPException(400, str(err)) from None
+            index.refresh()
+            wanted = set(body.qa_ids)
+            rows = [index.row(r) for r in index.rows if r.qa_id in wanted]
         log.info("view: %s %d candidate(s) as %s", body.decision, len(saved), who)
-        wanted = set(qa_ids)
-        return {"saved": len(saved), "rows": [index.row(r) for r in index.rows if r.qa_id in wanted]}
+        return {"saved": len(saved), "rows": rows}
 
     return app
 
