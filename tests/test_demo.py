@@ -89,3 +89,31 @@ def test_train_models_from_scratch_quick(tmp_path: Path) -> None:
         assert (tmp_path / name / "config.json").exists() and not (tmp_path / name / "_trainer").exists()
         assert 0.0 <= report[name]["all"] <= 1.0
     assert (tmp_path / "annotate_prompt.txt").read_text().startswith("Write {k} question-answer pairs")
+
+
+def test_the_quick_demo_publishes_and_its_cards_and_exports_load(quick_demo: Path, tmp_path: Path) -> None:
+    """What the issue checks on a finished demo run: `mpa publish` reloads with `datasets`, its cards load with
+    huggingface_hub's card classes, the leveled model loads, and the trainer exports read back."""
+    import datasets
+    from huggingface_hub import DatasetCard, ModelCard
+    from transformers import AutoModelForImageTextToText
+
+    from mpa.export import load_trl_export
+    from tests.test_export import read_like_llamafactory
+
+    share = tmp_path / "share"
+    assert main(["publish", str(quick_demo), "--out", str(share)]) == 0
+    summary = json.loads((quick_demo / "summary.json").read_text())
+    gaps = datasets.load_dataset(str(share / "dataset"), split="train", cache_dir=str(tmp_path / "cache"))
+    assert len(gaps) == summary["parity"]["selected"] and gaps[0]["image"].size == (64, 64)
+    data = DatasetCard.load(share / "dataset" / "README.md").data
+    assert data.size_categories == ["n<1K"] and data.configs[0]["config_name"] == "default"
+    card = ModelCard.load(share / "model" / "README.md")
+    (result,) = card.data.eval_results
+    assert result.metric_value == summary["benchmarks"]["easyvqa_test"]["student_after"]
+    assert card.data.library_name == "transformers" and card.data.base_model is None  # a local student
+    assert AutoModelForImageTextToText.from_pretrained(share / "model") is not None
+    for fmt in ("llamafactory", "trl"):
+        assert main(["export", "--run-dir", str(quick_demo), "--format", fmt, "--out", str(tmp_path / fmt)]) == 0
+    assert len(read_like_llamafactory(tmp_path / "llamafactory", "mpa_parity")) == len(gaps)
+    assert len(load_trl_export(tmp_path / "trl")) == len(gaps)
