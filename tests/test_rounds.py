@@ -91,6 +91,17 @@ def test_rounds_chain_the_students_and_resume_after_a_kill_between_rounds(
     redone = json.loads((run_dir / "rounds.json").read_text())
     assert [r["selected"] for r in redone["rounds"]] == [r["selected"] for r in table["rounds"]]
 
+    # `mpa publish` hands on the run's result: the final round's student, with that round's fingerprint
+    from mpa.publish import publish
+
+    for final in (redone["final_round"], 2):  # as the stop rule chose, and as if it had chosen round 2
+        (run_dir / "rounds.json").write_text(json.dumps({**redone, "final_round": final}))
+        level = RunDir(run_dir if final == 1 else run_dir / "rounds" / str(final)).require("level")
+        model = publish(run_dir, tmp_path / "share").model
+        assert model is not None and level["fingerprint"] in (model / "README.md").read_text()
+        weights = Path(level["output"]) / "model.safetensors"
+        assert (model / "model.safetensors").read_bytes() == weights.read_bytes()
+
 
 def test_rounds_stop_when_label_free_validation_stops_improving(
     tmp_path: Path, tiny_teacher_dir: Path, tiny_student_dir: Path, color_images: Path
