@@ -149,6 +149,7 @@ def test_reviewing_in_chromium_changes_what_level_trains_on(quiet_run: tuple[Pat
     run = shutil.copytree(quiet_run[0], tmp_path / "run")
     before = json.loads((run / "level" / "data_summary.json").read_text())
     rejected: list[str] = []
+    accepted: list[str] = []
     with view_server(run, "--reviewer", "playwright") as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         try:
@@ -171,16 +172,26 @@ def test_reviewing_in_chromium_changes_what_level_trains_on(quiet_run: tuple[Pat
                 page.wait_for_selector(f"[data-qa='{rejected[-1]}'] [data-testid=decision]")
             assert page.locator(".card.reject").count() == 2
             page.wait_for_function("() => document.getElementById('counts').textContent.includes('2 rejected')")
-            images_ok = page.evaluate(
-                "() => [...document.images].slice(0, 6).every(i => i.complete && i.naturalWidth > 0)"
-            )
-            assert images_ok
+            shown = "() => [...document.images].slice(0, 6).every(i => i.complete && i.naturalWidth > 0)"
+            assert page.evaluate(shown)  # thumbnails load (lazily, in view)
+            # accept a whole page of candidates the strategy left out: they join the gap set
+            reasons = [c.reason for c in candidates(run) if not c.selected and c.reason != "failed"]
+            other = max(set(reasons), key=reasons.count)
+            page.get_by_test_id("filter-reason").select_option(other)
+            page.wait_for_function(f"() => [...document.querySelectorAll('[data-testid=reason]')]"
+                                   f".every(e => e.textContent === '{other}')")  # fmt: skip
+            accepted = [c.get_attribute("data-qa") or "" for c in page.get_by_test_id("card").all()]
+            page.on("dialog", lambda dialog: dialog.accept())  # "accept the N samples on this page?"
+            page.get_by_test_id("accept-page").click()
+            page.wait_for_function(f"() => document.querySelectorAll('.card.accept').length === {len(accepted)}")
             page.screenshot(path=str(tmp_path / "view.png"), full_page=False)
         finally:
             browser.close()
-    assert {q: d.decision for q, d in current_decisions(run).items()} == dict.fromkeys(rejected, "reject")
+    decisions = {q: d.decision for q, d in current_decisions(run).items()}
+    assert decisions == {**dict.fromkeys(rejected, "reject"), **dict.fromkeys(accepted, "accept")} and accepted
     assert all(d.who == "playwright" for d in current_decisions(run).values())
-    # the next `mpa level` re-levels (the decisions changed its data; no --force) without the two rejected samples
+    # the next `mpa level` re-levels (the decisions changed its data; no --force): without the two rejected
+    # samples, with the accepted ones
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "mpa.cli", "level", "--run-dir", str(run), "--quiet"],
                           capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
@@ -188,11 +199,12 @@ def test_reviewing_in_chromium_changes_what_level_trains_on(quiet_run: tuple[Pat
     after = json.loads((run / "level" / "data_summary.json").read_text())
     assert set(rejected) <= set(before["train_ids"]) | set(before["val_ids"])  # they were used before review
     assert not set(rejected) & (set(after["train_ids"]) | set(after["val_ids"]))
-    assert after["review"] == {"removed": 2, "accepted": 0}
+    assert after["review"] == {"removed": 2, "accepted": len(accepted)}
+    assert set(accepted) <= set(after["train_ids"]) | set(after["val_ids"])  # accepted: in the gap set (or held out)
     level = json.loads((run / "level" / "manifest.json").read_text())
-    assert level["settings"]["review"] and level["counts"]["gap"] == before["counts"]["gap"] - sum(
-        q not in before["val_ids"] for q in rejected
-    )
+    added = sum(q not in after["val_ids"] for q in accepted)
+    removed = sum(q not in before["val_ids"] for q in rejected)
+    assert level["settings"]["review"] and level["counts"]["gap"] == before["counts"]["gap"] + added - removed
     proc = subprocess.run([sys.executable, "-m", "mpa.cli", "report", str(run)], capture_output=True, text=True,
                           env=env, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and "2 rejected (2 of them selected)" in (run / "report.md").read_text()

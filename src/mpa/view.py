@@ -5,7 +5,8 @@
 
 Every candidate of identify/candidates.jsonl with its thumbnail, question, pseudo-answer, teacher and student
 answers, reason and gap score; filters by reason, question (answer) type, pseudo-answer and review decision, a
-question search, pages of 50. Accept / reject (and clear) append to RUN_DIR/review/decisions.jsonl with who and when
+question search, pages of 50. Accept / reject / clear — one sample, or the page shown — append to
+RUN_DIR/review/decisions.jsonl with who and when
 (`mpa.review`), each write holding the run directory's lock: while `mpa run` changes the run the page shows the
 refusal and nothing is written. `mpa level` then trains on the reviewed set.
 
