@@ -77,7 +77,7 @@ def record_decisions(
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     records = [ReviewRecord(qa_id=q, decision=decision, who=who, at=now) for q in qa_ids]
     with (
-        hold_run_dir(root, f"mpa view: saving {len(records)} decision(s)"),
+        hold_run_dir(root, f"mpa view: saving {len(records)} decision(s)", wait_s=wait_s),
         JsonlWriter(Path(root) / DECISIONS_FILE) as writer,
     ):
         writer.write_many(r.model_dump() for r in records)
