@@ -21,6 +21,7 @@ The prompt is the same short-answer prompt the student is asked with in identify
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -98,8 +99,6 @@ def copy_images(samples: Sequence[CandidateRecord], folder: Path) -> dict[str, s
 
 
 def _jsonl(rows: Rows) -> str:
-    import json
-
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 

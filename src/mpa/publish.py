@@ -162,6 +162,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(table(header, rows))
 
 
+def card_text(data: Any, body: list[str]) -> str:
+    """A card's text: the YAML metadata (huggingface_hub card data), the body, then the paper's citation."""
+    citation = ["## Citation", "", "```bibtex", PAPER_BIBTEX, "```", ""]
+    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join([*body, *citation])
+
+
 def dataset_card(rd: RunDir, rows: int, candidates: int, repo_id: str | None) -> Any:
     """The dataset card (huggingface_hub `DatasetCard`): YAML metadata + what the set is and how it was made."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -234,14 +240,8 @@ def dataset_card(rd: RunDir, rows: int, candidates: int, repo_id: str | None) ->
         f"- mpa {__version__}; run fingerprint (identify) `{ident['fingerprint']}`",
         "",
         *(["### Annotation prompt", "", "```text", prompt, "```", ""] if prompt else []),
-        "## Citation",
-        "",
-        "```bibtex",
-        PAPER_BIBTEX,
-        "```",
-        "",
     ]
-    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+    return DatasetCard(card_text(data, body))
 
 
 def final_round(rd: RunDir) -> RunDir:
@@ -392,14 +392,8 @@ def model_card(lrd: RunDir, manifest: dict[str, Any], lora: bool, base_model: st
         "guards against forgetting, it does not prove its absence).",
         f"- mpa {__version__}; level fingerprint `{manifest['fingerprint']}`.",
         "",
-        "## Citation",
-        "",
-        "```bibtex",
-        PAPER_BIBTEX,
-        "```",
-        "",
     ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+    return ModelCard(card_text(data, body))
 
 
 MARKER = ".mpa_publish.json"
